@@ -1,0 +1,230 @@
+"""Saving and loading weights: safetensors model files, resumable training state, pretrained backbones.
+
+Files:
+* ``best.safetensors`` / ``*.safetensors``: model tensors, with the model config, class names, input size
+  and normalisation in the safetensors metadata -- enough to rebuild the model with no other file.
+* ``last.ckpt``: the full training state (model, optimizer, scheduler, step, RNG states) as a
+  ``torch.save`` of plain containers and tensors, always loaded with ``weights_only=True``.
+* pretrained backbones: torchvision key names, ``module.``-prefixed DataParallel keys, and the MS-Celeb-1M
+  face-recognition checkpoint of the FER literature (``ijba_res18_naive.pth.tar``).
+
+Every write goes to a temporary file that is renamed into place, so a crash mid-save never corrupts the
+previous checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+FORMAT_VERSION = "1"
+
+# Heads of face-recognition checkpoints that are not part of the backbone: the ijba model has a 256-d
+# embedding (`feature`, 256x512) and an 87,020-way identity classifier (`fc`, 87020x256).
+SKIPPED_HEAD_PREFIXES = ("fc.", "feature.", "classifier.", "head.")
+STRIPPED_PREFIXES = ("module.", "backbone.", "model.", "base.", "encoder.")
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used: unreadable, another architecture, keys that do not match."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ----------------------------------------------------------------------------------------------------
+# model files (safetensors)
+
+
+def save_model(path: str | Path, model: nn.Module, info: dict[str, Any]) -> Path:
+    """Write the model's tensors and ``info`` (model config, classes, image_size, normalize ...) as a
+    safetensors file. ``info`` values are stored as JSON in the metadata."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "lanfer", "format_version": FORMAT_VERSION, "arch": getattr(model, "arch", "")}
+    meta.update({k: json.dumps(v) for k, v in info.items()})
+    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    return path
+
+
+def read_model_info(path: str | Path) -> dict[str, Any]:
+    """The metadata of a lanfer safetensors model file, JSON values decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); pass a lanfer model file "
+                              "such as RUN_DIR/best.safetensors") from None
+    if meta.get("format") != "lanfer":
+        raise CheckpointError(f"{path}: not a lanfer model file (no lanfer metadata); to load backbone "
+                              "weights from another project use model.pretrained / load_backbone")
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", expect_arch: str | None = None):
+    """Rebuild a model from a lanfer safetensors file. Returns ``(model, info)``, model in eval mode.
+
+    ``info`` holds ``model`` (create_model kwargs), ``classes``, ``image_size``, ``normalize`` and what
+    else training recorded. ``expect_arch`` refuses a file of another architecture.
+    """
+    from .model import create_model
+
+    info = read_model_info(path)
+    margs = info.get("model")
+    if not isinstance(margs, dict) or "name" not in margs:
+        raise CheckpointError(f"{path}: metadata lacks the model config; was it written by lanfer?")
+    if expect_arch is not None and margs["name"] != expect_arch:
+        raise CheckpointError(f"{path}: holds a {margs['name']!r} model, expected {expect_arch!r}")
+    model = create_model(**margs)
+    state = load_file(str(path))
+    load_state(model, state, where=str(path))
+    model.to(device).eval()
+    return model, info
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str = "state dict") -> None:
+    """Strictly load ``state`` into ``model`` with an error that names missing/unexpected/mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:6])}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:6])}")
+        if shapes:
+            parts.append(f"shape mismatches: {'; '.join(shapes[:4])}")
+        raise CheckpointError(f"{where} does not match this model (another architecture, class count or "
+                              f"head widths?): " + " | ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# training state (resume)
+
+
+def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
+    """``torch.save`` a dict of tensors and plain containers (no pickled objects), atomically."""
+    path = Path(path)
+    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return path
+
+
+def load_training_state(path: str | Path, map_location="cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no training state at {str(path)!r}; --resume needs RUN_DIR/last.ckpt from "
+                              "an earlier run with the same --out")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{path}: cannot be loaded as a lanfer training state ({e})") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# pretrained backbones
+
+
+def _read_any(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: cannot be read with torch.load(weights_only=True) ({e}). lanfer never unpickles "
+            "arbitrary objects; re-save the file as a plain state dict (torch.save(model.state_dict(), ...))"
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict", "net"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
+    return obj
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in STRIPPED_PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def load_backbone(backbone: nn.Module, path: str | Path) -> str:
+    """Load ResNet-18 backbone weights from a file into ``backbone`` and return a one-paragraph report.
+
+    Accepts torchvision key names (``layer1.0.conv1.weight``), ``module.``/``backbone.`` prefixes, and the
+    ijba MS-Celeb-1M checkpoint (``{"state_dict": {"module.conv1.weight": ...}}`` with extra
+    ``module.feature.*`` and ``module.fc.*`` heads, which are skipped). Fails loudly, naming the keys, if
+    any backbone tensor is missing or mis-shaped: a silent partial load would quietly train from scratch.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained weights {str(path)!r} do not exist; set model.pretrained to the file "
+                              "(e.g. ijba_res18_naive.pth.tar) or to null to train from scratch")
+    raw = _read_any(path)
+    own = backbone.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for k, v in raw.items():
+        s = _strip(k)
+        if s in own:
+            mapped[s] = v
+        elif s.startswith(SKIPPED_HEAD_PREFIXES):
+            skipped.append(k)
+        else:
+            skipped.append(k)
+    missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
+    bad_shape = [f"{k}: file {tuple(mapped[k].shape)} vs backbone {tuple(own[k].shape)}"
+                 for k in mapped if mapped[k].shape != own[k].shape]
+    if missing or bad_shape:
+        msg = f"{path}: does not match the ResNet-18 backbone."
+        if missing:
+            msg += f" Missing {len(missing)} of {len(own)} keys, e.g. {', '.join(missing[:8])}."
+        if bad_shape:
+            msg += f" Shape mismatches: {'; '.join(bad_shape[:4])}."
+        sample = ", ".join(list(raw)[:5])
+        msg += f" The file's keys look like: {sample}."
+        raise CheckpointError(msg)
+    for k in own:
+        if k.endswith("num_batches_tracked") and k not in mapped:
+            mapped[k] = own[k]
+    backbone.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, strict=True)
+    heads = sorted({k.split(".")[1] if k.startswith("module.") else k.split(".")[0] for k in skipped})
+    return (f"loaded {len(mapped)} backbone tensors from {path.name}"
+            + (f"; skipped {len(skipped)} non-backbone tensors ({', '.join(heads)})" if skipped else ""))

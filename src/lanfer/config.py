@@ -1,0 +1,280 @@
+"""Experiment configuration: typed dataclasses, YAML files and ``--set key=value`` overrides.
+
+One :class:`Config` describes a whole run (model, data, loss, guidance, training). It is loaded from a
+YAML file, overridden from the command line with dotted keys (``--set train.lr=0.01``) and written back,
+resolved, next to the run's outputs so that every run can be repeated exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message says which key and why."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lan_resnet18"  # "lan_resnet18" (the paper's LAN) or "resnet18" (the plain baseline)
+    num_classes: int = 7
+    fusion: str = "add"  # "add" (paper default), "concat" or "average" (paper Table 6)
+    # The paper gives no widths for the LAN head's four 3x3 convolutions; these are our choice.
+    head_widths: list[int] = field(default_factory=lambda: [256, 128, 64])
+    # Optional pretrained backbone file (torchvision keys, `module.` prefixes or the ijba MS-Celeb-1M format).
+    pretrained: str | None = None
+    dropout: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    name: str = "imagefolder"  # a name registered in lanfer.data (imagefolder, csv, rafdb, ferplus, ...)
+    root: str | None = None
+    image_size: int = 224
+    train_split: str = "train"
+    val_split: str | None = "test"  # evaluated every epoch; the paper reports the test/validation set
+    test_split: str = "test"
+    subset: str | None = None  # pose-list file restricting the evaluation split
+    classes: list[str] | None = None  # class order for generic layouts; None -> the dataset's own order
+    options: dict[str, Any] = field(default_factory=dict)  # dataset-specific (fold, folds, num_classes, ...)
+    # Normalisation: "imagenet" (mean/std) or "none" (raw [0,1]; the ijba MS-Celeb-1M model's convention).
+    normalize: str = "imagenet"
+    augment: bool = True
+    balanced_sampling: bool = False  # class-balanced oversampling (AffectNet)
+    num_workers: int = 2
+    skip_bad: bool = False  # skip undecodable images with a counted warning instead of failing
+
+
+@dataclass
+class LossConfig:
+    alpha: float = 0.5  # weight of the guidance BCE term (paper: 0.5, i.e. CE:BCE = 2:1)
+
+
+@dataclass
+class GuidanceConfig:
+    # Where the guidance map comes from during training (the paper is silent; see README "Design choices"):
+    #   "batch"  - centres fitted once on the pretrained backbone's F_o; each batch's own F_o (detached)
+    #              is assigned to them (our reading of the paper, the default);
+    #   "frozen" - a frozen copy of the pretrained backbone computes the F_o that is assigned;
+    #   "none"   - no guidance (the BCE term is dropped; equivalent to alpha = 0).
+    source: str = "batch"
+    path: str | None = None  # an existing guidance file; None -> fitted at the start of training
+    recluster_every: int = 0  # >0: refit the centres on the current backbone every N epochs
+    max_images: int | None = None  # cap on training images used for fitting (None -> all)
+    chunk_size: int = 2048
+    seeds: int = 3  # seeds compared in the stability summary
+    iters: int = 100
+    tol: float = 1e-6
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 0.1  # paper: SGD, initial lr 0.1, batch 64
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # Schedule (the paper gives none): linear warm-up then cosine decay to zero, stepped per iteration.
+    schedule: str = "cosine"  # "cosine", "step" or "constant"
+    warmup_epochs: float = 1.0
+    step_size: int = 10  # for "step"
+    gamma: float = 0.1  # for "step"
+    label_smoothing: float = 0.0
+    max_steps: int | None = None  # stop after this many optimisation steps (smoke tests, benchmarks)
+    channels_last: bool = True
+    amp: bool = False  # bf16 autocast (GPU)
+    device: str = "auto"
+    log_every: int = 20
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------------------------------
+# building from dicts, with type checks that name the offending key
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot use {value!r}")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name] or {}, prefix + f.name + ".")
+        else:
+            kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML's scalar rules: "0.1" -> float, "null" -> None, "[1,2]" -> list, "abc" -> str.
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a nested dict (in place) and return it."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=0.01)")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = _parse_scalar(text)
+    return data
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Build a validated :class:`Config` from a nested dict plus ``key=value`` overrides."""
+    data = apply_overrides(dict(data or {}), overrides)
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (model:, data:, ...)")
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as e:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + str(e)) from None
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that would fail later, deep inside training, with a message now."""
+    choices = {
+        "model.fusion": (cfg.model.fusion, ("add", "concat", "average")),
+        "guidance.source": (cfg.guidance.source, ("batch", "frozen", "none")),
+        "train.schedule": (cfg.train.schedule, ("cosine", "step", "constant")),
+        "data.normalize": (cfg.data.normalize, ("imagenet", "none")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    positive = {
+        "model.num_classes": cfg.model.num_classes,
+        "data.image_size": cfg.data.image_size,
+        "train.batch_size": cfg.train.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be positive")
+    if cfg.data.image_size < 32:
+        raise ConfigError(f"data.image_size={cfg.data.image_size} is too small: ResNet-18 needs >= 32 pixels")
+    if cfg.loss.alpha < 0:
+        raise ConfigError(f"loss.alpha={cfg.loss.alpha} must be >= 0")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr={cfg.train.lr} must be positive")
+    if cfg.train.epochs < 0:
+        raise ConfigError(f"train.epochs={cfg.train.epochs} must be >= 0")

@@ -1,0 +1,7 @@
+"""Datasets in their official layouts, behind one contract: ``build_dataset(name, root, split, ...)``."""
+from .base import (DataError, FERDataset, Sample, available_datasets, build_dataset, collate, load_image,
+                   register_dataset)
+from .presets import EvalPreset, TrainPreset, denormalize, normalization
+
+__all__ = ["DataError", "FERDataset", "Sample", "available_datasets", "build_dataset", "collate",
+           "load_image", "register_dataset", "EvalPreset", "TrainPreset", "denormalize", "normalization"]

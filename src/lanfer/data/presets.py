@@ -1,0 +1,74 @@
+"""Image transforms, owned by preset classes so training, evaluation and prediction cannot drift apart."""
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) for a normalisation name. ``"none"`` keeps pixels in [0, 1]: the ijba MS-Celeb-1M
+    ResNet-18 was trained that way, torchvision's ImageNet weights expect ``"imagenet"``."""
+    if kind == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if kind == "none":
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    raise ValueError(f"unknown normalisation {kind!r}; use 'imagenet' or 'none'")
+
+
+class EvalPreset:
+    """Resize an aligned face to ``size`` x ``size`` and normalise: used by evaluation and prediction."""
+
+    def __init__(self, size: int = 224, normalize: str = "imagenet"):
+        mean, std = normalization(normalize)
+        self.size = size
+        self.mean, self.std = mean, std
+        self.transform = T.Compose([
+            T.ToImage(),
+            T.Resize((size, size), antialias=True),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean, std),
+        ])
+
+    def __call__(self, image):
+        return self.transform(image)
+
+
+class TrainPreset:
+    """FER augmentation: horizontal flip, small scale/rotation/translation, colour jitter, random erasing.
+
+    The geometric range is small on purpose: faces are already aligned, and large rotations would teach
+    the model poses that alignment removes at test time.
+    """
+
+    def __init__(self, size: int = 224, normalize: str = "imagenet", augment: bool = True,
+                 erasing: float = 0.25):
+        mean, std = normalization(normalize)
+        self.size = size
+        ops = [T.ToImage()]
+        if augment:
+            ops += [
+                T.RandomResizedCrop((size, size), scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+                T.RandomHorizontalFlip(),
+                T.RandomAffine(degrees=10, translate=(0.05, 0.05)),
+                T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2),
+            ]
+        else:
+            ops += [T.Resize((size, size), antialias=True)]
+        ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+        if augment and erasing > 0:
+            ops += [T.RandomErasing(p=erasing, scale=(0.02, 0.2))]
+        self.transform = T.Compose(ops)
+
+    def __call__(self, image):
+        return self.transform(image)
+
+
+def denormalize(x: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
+    """Undo :class:`EvalPreset`'s normalisation: (B, 3, H, W) -> pixels in [0, 1] for display."""
+    mean, std = normalization(normalize)
+    mean_t = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x * std_t + mean_t).clamp(0, 1)

@@ -1,0 +1,56 @@
+"""The few places that change under DistributedDataParallel, gathered so the training loop stays one loop.
+
+Launched with ``torchrun --nproc_per_node=N -m lanfer.cli train ...``, the environment variables
+RANK/WORLD_SIZE/LOCAL_RANK switch DDP on; launched plainly, every function here is the single-process
+identity. Only rank 0 prints and writes files; metrics are summed across ranks in :func:`all_reduce_sum`.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def setup(device_pref: str = "auto") -> tuple[torch.device, int, int]:
+    """Initialise the process group if launched by torchrun; returns (device, rank, world_size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_pref == "auto":
+        device_pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_pref.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda was asked for but no CUDA device is visible; use train.device=cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_pref.startswith("cuda") else "gloo")
+    if device_pref == "cuda" and world > 1:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device(device_pref)
+    return device, rank, world
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (identity in a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,210 @@
+"""Evaluation: accuracy, mean per-class accuracy, per-class recall, confusion matrix, and accuracy grouped
+by any metadata a dataset provides (view, head-pose bin, subject ...). Written as ``metrics.json``."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+# Metadata that identifies an item rather than describing a condition; never grouped by.
+_ID_KEYS = {"path", "index", "line", "identity_path", "file"}
+YAW_BINS = (0, 15, 30, 45, 60, 91)
+
+
+def yaw_bin(yaw: float) -> str:
+    """|yaw| in degrees -> a bin label such as ``"30-45"`` (the paper's pose subsets cut at 30 and 45)."""
+    a = abs(float(yaw))
+    for lo, hi in zip(YAW_BINS[:-1], YAW_BINS[1:]):
+        if lo <= a < hi:
+            return f"{lo}-{min(hi, 90)}"
+    return ">90"
+
+
+def confusion_matrix(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) counts; rows are true classes, columns predictions."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (targets, preds), 1)
+    return cm
+
+
+def summarize(targets: np.ndarray, preds: np.ndarray, classes: list[str],
+              metas: list[dict[str, Any]] | None = None, group_by: Iterable[str] | None = None) -> dict:
+    """Metrics from true and predicted class indices (and per-item metadata for grouped accuracy)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    preds = np.asarray(preds, dtype=np.int64)
+    k = len(classes)
+    cm = confusion_matrix(targets, preds, k)
+    support = cm.sum(axis=1)
+    recall = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+    out: dict[str, Any] = {
+        "n": int(len(targets)),
+        "accuracy": float((targets == preds).mean()) if len(targets) else float("nan"),
+        "mean_class_accuracy": float(np.nanmean(recall)) if np.any(support > 0) else float("nan"),
+        "per_class_recall": {c: (None if np.isnan(r) else float(r)) for c, r in zip(classes, recall)},
+        "support": {c: int(s) for c, s in zip(classes, support)},
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+    if metas:
+        out["by"] = grouped_accuracy(targets, preds, metas, group_by)
+    return out
+
+
+def grouped_accuracy(targets, preds, metas, group_by=None) -> dict[str, dict[str, dict]]:
+    """Accuracy per value of each metadata key. Keys default to every categorical key with 2..50 values;
+    a numeric ``yaw`` also gives ``abs_yaw`` bins."""
+    correct = np.asarray(targets) == np.asarray(preds)
+    if group_by is None:
+        keys = []
+        for key in sorted({k for m in metas for k in m}):
+            if key in _ID_KEYS:
+                continue
+            vals = {m.get(key) for m in metas}
+            if all(isinstance(v, (str, int, bool)) or v is None for v in vals) and 2 <= len(vals) <= 50:
+                keys.append(key)
+        if any(isinstance(m.get("yaw"), (int, float)) for m in metas):
+            keys.append("abs_yaw")
+    else:
+        keys = list(group_by)
+    result: dict[str, dict[str, dict]] = {}
+    for key in keys:
+        acc: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for ok, m in zip(correct, metas):
+            if key == "abs_yaw":
+                if not isinstance(m.get("yaw"), (int, float)):
+                    continue
+                v = yaw_bin(m["yaw"])
+            else:
+                if key not in m:
+                    continue
+                v = str(m[key])
+            acc[v][0] += int(ok)
+            acc[v][1] += 1
+        result[key] = {v: {"accuracy": c / n, "n": n} for v, (c, n) in sorted(acc.items(), key=_natural)}
+    return result
+
+
+def _natural(item):
+    v = item[0]
+    try:
+        return (0, float(v.split("-")[0]), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+@torch.no_grad()
+def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
+                   channels_last: bool = False, progress: bool = False):
+    """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets, preds, probs, metas)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    targets, preds, probs, metas = [], [], [], []
+    for images, labels, meta in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        p = model(images).float().softmax(dim=1).cpu()  # (B, K)
+        if labels.ndim == 2:  # soft labels: evaluate against the most-voted class
+            labels = labels.argmax(dim=1)
+        targets.append(labels.cpu())
+        preds.append(p.argmax(dim=1))
+        probs.append(p)
+        metas.extend(meta)
+    if not targets:
+        raise ValueError("evaluation loader yielded no batches")
+    return (torch.cat(targets).numpy(), torch.cat(preds).numpy(), torch.cat(probs).numpy(), metas)
+
+
+def evaluate(model, loader, classes, device="cpu", group_by=None, channels_last=False, progress=False) -> dict:
+    """Evaluate a model on a loader; returns the metrics dict of :func:`summarize`."""
+    t, p, _, metas = predict_loader(model, loader, device, channels_last, progress)
+    return summarize(t, p, classes, metas, group_by)
+
+
+def format_metrics(metrics: dict, title: str = "") -> str:
+    """A plain-text table: overall numbers, per-class recall, grouped accuracy, confusion matrix."""
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(f"  images {metrics['n']}   accuracy {100 * metrics['accuracy']:.2f}%   "
+                 f"mean class accuracy {100 * metrics['mean_class_accuracy']:.2f}%")
+    width = max(len(c) for c in metrics["classes"])
+    lines.append("  per-class recall:")
+    for c in metrics["classes"]:
+        r = metrics["per_class_recall"][c]
+        lines.append(f"    {c:<{width}}  {'   n/a' if r is None else f'{100 * r:6.2f}%'}  "
+                     f"(n={metrics['support'][c]})")
+    for key, groups in (metrics.get("by") or {}).items():
+        lines.append(f"  accuracy by {key}:")
+        for v, g in groups.items():
+            lines.append(f"    {v:<12} {100 * g['accuracy']:6.2f}%  (n={g['n']})")
+    cm = metrics["confusion_matrix"]
+    short = [c[:5] for c in metrics["classes"]]
+    lines.append("  confusion (rows true, columns predicted):")
+    lines.append("    " + " " * 6 + "".join(f"{s:>7}" for s in short))
+    for s, row in zip(short, cm):
+        lines.append(f"    {s:<6}" + "".join(f"{v:>7d}" for v in row))
+    return "\n".join(lines)
+
+
+def write_metrics(metrics: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2))
+    return path
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: str | None = None,
+                        split: str = "test", subset: str | None = None, options: dict | None = None,
+                        overrides: list[str] | None = None, batch_size: int = 64, device: str = "auto",
+                        num_workers: int = 2, out: str | Path | None = None, progress: bool = True) -> dict:
+    """Evaluate a saved model on a dataset split (optionally a pose-list subset).
+
+    ``data`` is either a YAML config (its ``data`` section is used) or a dataset name with ``root``.
+    Image size and normalisation come from the checkpoint, so evaluation matches training.
+    """
+    from .checkpoint import load_model
+    from .config import Config, load_config
+    from .data import EvalPreset, build_dataset, collate
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, info = load_model(checkpoint, device=device)
+    if data is not None and (data.endswith((".yaml", ".yml")) or Path(data).is_file()):
+        cfg = load_config(data, overrides)
+    else:
+        cfg = load_config(None, overrides)
+        if data is None and "data" in info:
+            cfg.data.name = info["data"].get("name", cfg.data.name)
+            cfg.data.root = info["data"].get("root")
+            cfg.data.options = dict(info["data"].get("options") or {})
+        elif data is not None:
+            cfg.data.name = data
+    if root is not None:
+        cfg.data.root = root
+    opts = dict(cfg.data.options)
+    opts.update(options or {})
+    transform = EvalPreset(info.get("image_size", cfg.data.image_size), info.get("normalize", "imagenet"))
+    ds = build_dataset(cfg.data.name, cfg.data.root, split, transform=transform,
+                       subset=subset or cfg.data.subset, classes=cfg.data.classes, skip_bad=cfg.data.skip_bad,
+                       **opts)
+    classes = info.get("classes") or ds.classes
+    if list(ds.classes) != list(classes):
+        raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {ds.classes}; "
+                         "evaluate on a dataset with the same label set and order")
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    metrics = evaluate(model, loader, classes, device, progress=progress)
+    metrics["checkpoint"] = str(checkpoint)
+    metrics["dataset"] = {"name": cfg.data.name, "root": cfg.data.root, "split": split,
+                          "subset": subset or cfg.data.subset, "n_read": len(ds)}
+    if getattr(ds, "subset_info", None):
+        metrics["dataset"]["subset_info"] = ds.subset_info
+    if out is not None:
+        write_metrics(metrics, Path(out) / "metrics.json" if Path(out).suffix != ".json" else out)
+    return metrics

@@ -1,0 +1,403 @@
+"""Training: one visible loop that fine-tunes LAN (or the baseline), evaluates every epoch, logs, checkpoints
+and resumes exactly.
+
+Run directory (``--out DIR``)::
+
+    config.yaml          the resolved config
+    guidance.safetensors the guidance centres used (LAN with alpha > 0)
+    metrics.jsonl        one line per epoch (losses, lr, throughput, validation metrics)
+    best.safetensors     the best epoch's weights + model config + class names (rebuilds with no other file)
+    last.ckpt            the full training state for --resume
+    metrics.json         the final evaluation of best.safetensors on the test split
+
+Design choices where the paper is silent (see README):
+* guidance source: centres are fitted once on the *pretrained* backbone's F_o over the training set, before
+  fine-tuning; each batch's own F_o (detached) is assigned to them (``guidance.source=batch``). A frozen copy
+  of the pretrained backbone (``frozen``) and refitting every N epochs (``guidance.recluster_every``) are options.
+* schedule: linear warm-up for ``train.warmup_epochs`` then cosine decay to zero, per iteration; lr 0.1 with
+  SGD momentum 0.9 as the paper's initial rate.
+* exact resume: every epoch reseeds the sampler and augmentation RNGs from ``seed + epoch``, so a run resumed
+  from ``last.ckpt`` sees the same batches as one that never stopped.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from . import distributed as dist
+from .checkpoint import (CheckpointError, load_state, load_training_state, save_model, save_training_state)
+from .config import Config, ConfigError
+from .data import EvalPreset, TrainPreset, build_dataset, collate
+from .evaluate import evaluate, format_metrics, write_metrics
+from .guidance import Guidance
+from .losses import lan_loss
+from .model import create_model, model_kwargs_from_config
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def log(msg: str) -> None:
+    if dist.is_main():
+        print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+
+
+def build_datasets(cfg: Config) -> dict[str, Any]:
+    """Train / val / test datasets with the preset transforms (the only place splits are built)."""
+    d = cfg.data
+    common = dict(classes=d.classes, skip_bad=d.skip_bad, **d.options)
+    train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment)
+    eval_tf = EvalPreset(d.image_size, d.normalize)
+    out = {"train": build_dataset(d.name, d.root, d.train_split, transform=train_tf, **common)}
+    out["train_plain"] = build_dataset(d.name, d.root, d.train_split, transform=eval_tf, **common)
+    if d.val_split:
+        out["val"] = build_dataset(d.name, d.root, d.val_split, transform=eval_tf, subset=d.subset, **common)
+    if d.test_split:
+        if d.test_split == d.val_split and "val" in out:
+            out["test"] = out["val"]
+        else:
+            out["test"] = build_dataset(d.name, d.root, d.test_split, transform=eval_tf, subset=d.subset, **common)
+    classes = out["train"].classes
+    for k, ds in out.items():
+        if list(ds.classes) != list(classes):
+            raise ConfigError(f"split {k!r} has classes {ds.classes} but train has {classes}")
+    if len(classes) != cfg.model.num_classes:
+        raise ConfigError(f"the dataset has {len(classes)} classes {classes} but model.num_classes="
+                          f"{cfg.model.num_classes}; set --set model.num_classes={len(classes)}")
+    return out
+
+
+def make_sampler(cfg: Config, dataset, epoch: int):
+    """The one place the training sampler is chosen: shuffled, class-balanced, and/or distributed.
+
+    Seeded from ``seed + epoch`` so the order is a function of the epoch alone (exact resume)."""
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    if cfg.data.balanced_sampling:
+        from .data.sampling import balanced_sampler
+
+        return balanced_sampler(dataset, generator=g)
+    if dist.world_size() > 1:
+        s = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
+        s.set_epoch(epoch)
+        return s
+    return torch.utils.data.RandomSampler(dataset, generator=g)
+
+
+def make_loader(cfg: Config, dataset, train: bool, epoch: int = 0) -> DataLoader:
+    kw: dict[str, Any] = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
+                              collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                              persistent_workers=False)
+    if train:
+        kw["sampler"] = make_sampler(cfg, dataset, epoch)
+        kw["drop_last"] = len(dataset) > cfg.train.batch_size
+        kw["generator"] = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)  # worker seeds
+    return DataLoader(dataset, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------
+# guidance
+
+
+def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, store_dir: Path | None = None,
+                     progress: bool = True) -> Guidance:
+    """Extract F_o with ``backbone`` over ``dataset`` (no augmentation) and fit the K=2 guidance centres."""
+    from .guidance import extract_features, fit_guidance
+
+    ds = dataset
+    if cfg.guidance.max_images and len(ds) > cfg.guidance.max_images:
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.guidance.max_images]
+        ds = Subset(ds, sorted(idx.tolist()))
+    loader = DataLoader(ds, batch_size=max(cfg.train.batch_size, 64), shuffle=False,
+                        num_workers=cfg.data.num_workers, collate_fn=collate)
+    backbone = backbone.to(device).eval()
+
+    @torch.no_grad()
+    def features(images):
+        images = images.to(device)
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return backbone(images).float()  # F_o, (B, 512, H, W)
+
+    store_path = (store_dir / "features.f16") if store_dir is not None else None
+    store = extract_features(features, loader, store_path=store_path, progress=progress)
+    g = fit_guidance(store, seed=cfg.seed, iters=cfg.guidance.iters, tol=cfg.guidance.tol,
+                     chunk_size=cfg.guidance.chunk_size, device=str(device) if str(device) != "cpu" else None,
+                     progress=progress, source=str(cfg.model.pretrained or "random-init backbone"))
+    if cfg.guidance.seeds > 1:
+        from .guidance import stability
+
+        g.meta["stability"] = stability(store, seeds=tuple(range(cfg.seed, cfg.seed + cfg.guidance.seeds)),
+                                        iters=cfg.guidance.iters, tol=cfg.guidance.tol,
+                                        chunk_size=cfg.guidance.chunk_size)
+    if store_path is not None:
+        store.close() if hasattr(store, "close") else None
+        for p in store_dir.glob("features.f16*"):
+            p.unlink()
+    return g
+
+
+def cluster(cfg: Config, out: str | Path | None = None, progress: bool = True) -> Path:
+    """``lanfer cluster``: fit guidance centres with the config's (pretrained) backbone; writes the file."""
+    out = Path(out or cfg.out or "runs/cluster")
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device, _, _ = dist.setup(cfg.train.device)
+    ds = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split,
+                       transform=EvalPreset(cfg.data.image_size, cfg.data.normalize), classes=cfg.data.classes,
+                       skip_bad=cfg.data.skip_bad, **cfg.data.options)
+    model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained)
+    g = fit_guidance_for(cfg, model.backbone, ds, device, store_dir=out, progress=progress)
+    path = out / "guidance.safetensors"
+    g.save(path)
+    (out / "guidance_summary.txt").write_text(g.summary())
+    cfg.save(out / "config.yaml")
+    log(g.summary())
+    log(f"wrote {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# optimisation
+
+
+def lr_lambda(cfg: Config, steps_per_epoch: int):
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    warm = int(cfg.train.warmup_epochs * steps_per_epoch)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.train.schedule == "constant":
+            return 1.0
+        if cfg.train.schedule == "step":
+            return cfg.train.gamma ** ((step // steps_per_epoch) // max(1, cfg.train.step_size))
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def model_info(cfg: Config, classes: list[str]) -> dict[str, Any]:
+    """What a model file must carry to be rebuilt and used with no other file."""
+    return {"model": {**model_kwargs_from_config(cfg.model), "head_widths": list(cfg.model.head_widths)},
+            "classes": list(classes), "image_size": cfg.data.image_size, "normalize": cfg.data.normalize,
+            "data": {"name": cfg.data.name, "root": cfg.data.root, "options": cfg.data.options},
+            "seed": cfg.seed, "alpha": cfg.loss.alpha, "guidance_source": cfg.guidance.source}
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, guidance: Guidance | None,
+                    frozen: torch.nn.Module | None, epoch: int, step: int, progress: bool) -> tuple[dict, int]:
+    from tqdm.auto import tqdm
+
+    model.train()
+    sums = torch.zeros(4, dtype=torch.float64)  # total, ce, bce (summed over samples), correct
+    seen = 0
+    t0 = time.perf_counter()
+    use_guidance = guidance is not None and cfg.loss.alpha > 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
+    for images, labels, _ in bar:
+        if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+            break
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            out = model.forward_maps(images) if not hasattr(model, "module") else model.module.forward_maps(images)
+        gmap = None
+        if use_guidance and out.attention is not None:
+            with torch.no_grad():
+                f_o = frozen(images) if frozen is not None else out.features.detach()  # (B, 512, H, W)
+                gmap = guidance.assign(f_o.float())  # (B, 1, H, W) of 0/1
+        total, ce, bce = lan_loss(out.logits.float(), labels, out.attention, gmap, alpha=cfg.loss.alpha,
+                                  label_smoothing=cfg.train.label_smoothing)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss became {total.item()} at step {step}; lower train.lr "
+                                     f"(now {cfg.train.lr}) or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        b = images.shape[0]
+        hard = labels.argmax(1) if labels.ndim == 2 else labels
+        sums += torch.tensor([total.item() * b, ce.item() * b, bce.item() * b,
+                              (out.logits.argmax(1) == hard).sum().item()], dtype=torch.float64)
+        seen += b
+        if progress:
+            bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+    counts = dist.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64)]))
+    n = max(1.0, counts[4].item())
+    dt = time.perf_counter() - t0
+    return {"train_loss": counts[0].item() / n, "train_ce": counts[1].item() / n,
+            "train_bce": counts[2].item() / n, "train_accuracy": counts[3].item() / n,
+            "train_images": int(counts[4].item()), "images_per_s": counts[4].item() / max(dt, 1e-9),
+            "lr": scheduler.get_last_lr()[0]}, step
+
+
+def train(cfg: Config, out: str | Path | None = None, resume: bool = False, progress: bool | None = None) -> dict:
+    """Train a model as ``cfg`` describes; returns the final metrics (also written to ``out/metrics.json``).
+
+    ``resume=True`` continues from ``out/last.ckpt`` exactly where it stopped.
+    """
+    out = Path(out or cfg.out or "runs/train")
+    cfg.out = str(out)
+    progress = cfg.train.progress if progress is None else progress
+    device, rank, world = dist.setup(cfg.train.device)
+    progress = progress and dist.is_main()
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+    if resume and not (out / "last.ckpt").is_file():
+        raise CheckpointError(f"--resume: no {out / 'last.ckpt'} to resume from; start without --resume")
+    if not resume and (out / "last.ckpt").is_file():
+        raise ConfigError(f"{out} already holds a run (last.ckpt); pass --resume to continue it or choose "
+                          "another --out (nothing was overwritten)")
+    seed_everything(cfg.seed)
+    data = build_datasets(cfg)
+    classes = data["train"].classes
+    if dist.is_main():
+        cfg.save(out / "config.yaml")
+    log(f"data: {cfg.data.name} train={len(data['train'])} "
+        + " ".join(f"{k}={len(data[k])}" for k in ("val", "test") if k in data)
+        + f" classes={classes}")
+
+    model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained, verbose=dist.is_main())
+    model.to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    # Guidance: fitted on the pretrained backbone *before* any fine-tuning (see module docstring).
+    guidance = frozen = None
+    lan = cfg.model.name == "lan_resnet18" and cfg.loss.alpha > 0 and cfg.guidance.source != "none"
+    gpath = out / "guidance.safetensors"
+    if lan:
+        if cfg.guidance.path:
+            guidance = Guidance.load(cfg.guidance.path)
+        elif gpath.is_file() and resume:
+            guidance = Guidance.load(gpath)
+        else:
+            log("fitting guidance centres on the pretrained backbone ...")
+            guidance = fit_guidance_for(cfg, model.backbone, data["train_plain"], device, out, progress)
+            if dist.is_main():
+                guidance.save(gpath)
+                (out / "guidance_summary.txt").write_text(guidance.summary())
+        if cfg.guidance.source == "frozen":
+            frozen = copy.deepcopy(model.backbone).eval().requires_grad_(False)
+        guidance = guidance.to(device) if hasattr(guidance, "to") else guidance
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay)
+    steps_per_epoch = max(1, len(make_loader(cfg, data["train"], True)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+    start_epoch, step, best = 0, 0, -1.0
+    if resume:
+        state = load_training_state(out / "last.ckpt", map_location=device)
+        load_state(model, state["model"], where=str(out / "last.ckpt"))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step, best = state["epoch"], state["step"], state["best"]
+        if frozen is not None and "frozen" in state:
+            frozen.load_state_dict(state["frozen"])
+        log(f"resumed from {out / 'last.ckpt'} at epoch {start_epoch} (step {step})")
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    writer = None
+    if cfg.train.tensorboard and dist.is_main():
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            log("tensorboard is not installed; logging to metrics.jsonl only")
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+            break
+        seed_everything(cfg.seed * 1000 + epoch)  # augmentation RNG: a function of the epoch (exact resume)
+        if lan and cfg.guidance.recluster_every > 0 and epoch > 0 and epoch % cfg.guidance.recluster_every == 0:
+            log(f"epoch {epoch + 1}: refitting guidance centres on the current backbone")
+            guidance = fit_guidance_for(cfg, model.backbone, data["train_plain"], device, out, progress).to(device)
+            model.train()
+            if dist.is_main():
+                guidance.save(gpath)
+        loader = make_loader(cfg, data["train"], True, epoch)
+        record, step = train_one_epoch(ddp_model, loader, optimizer, scheduler, cfg, device, guidance, frozen,
+                                       epoch, step, progress)
+        record = {"epoch": epoch + 1, "step": step, **record}
+        if "val" in data:
+            m = evaluate(model, make_loader(cfg, data["val"], False), classes, device,
+                         channels_last=cfg.train.channels_last, group_by=())
+            record.update(val_accuracy=m["accuracy"], val_mean_class_accuracy=m["mean_class_accuracy"])
+            score = m["accuracy"]
+        else:
+            score = epoch  # no validation split: the last epoch is the best
+        improved = score > best
+        best = max(best, score)
+        record["best"] = best
+        if dist.is_main():
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if writer is not None:
+                for k, v in record.items():
+                    writer.add_scalar(k, v, epoch + 1)
+            if improved:
+                save_model(out / "best.safetensors", model, model_info(cfg, classes))
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "step": step, "best": best,
+                     "config": cfg.to_dict(), "rng": _rng_state()}
+            if frozen is not None:
+                state["frozen"] = frozen.state_dict()
+            save_training_state(out / "last.ckpt", state)
+        log(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f} (ce {record['train_ce']:.4f}, "
+            f"bce {record['train_bce']:.4f})  train acc {100 * record['train_accuracy']:.1f}%"
+            + (f"  val acc {100 * record['val_accuracy']:.2f}%" if "val_accuracy" in record else "")
+            + f"  {record['images_per_s']:.0f} img/s")
+    if writer is not None:
+        writer.close()
+    dist.barrier()
+
+    # Final evaluation of the best weights on the test split.
+    if not (out / "best.safetensors").is_file() and dist.is_main():
+        save_model(out / "best.safetensors", model, model_info(cfg, classes))
+    metrics: dict[str, Any] = {}
+    if "test" in data and dist.is_main():
+        from safetensors.torch import load_file
+
+        load_state(model, load_file(str(out / "best.safetensors")), where=str(out / "best.safetensors"))
+        metrics = evaluate(model, make_loader(cfg, data["test"], False), classes, device,
+                           channels_last=cfg.train.channels_last)
+        metrics["split"] = cfg.data.test_split
+        metrics["run"] = str(out)
+        write_metrics(metrics, out / "metrics.json")
+        log(format_metrics(metrics, f"test ({cfg.data.test_split}) with best.safetensors:"))
+    bad = sum(len(getattr(ds, "bad", [])) for ds in data.values())
+    if bad:
+        log(f"warning: {bad} bad images were skipped (data.skip_bad=true)")
+    return metrics
