@@ -134,8 +134,14 @@ def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, st
             images = images.contiguous(memory_format=torch.channels_last)
         return backbone(images).float()  # F_o, (B, 512, H, W)
 
-    store_path = (store_dir / "features.f16") if store_dir is not None else None
-    store = extract_features(features, loader, store_path=store_path, progress=progress)
+    # Features stay in RAM up to ~1 GB (float16); beyond that they stream through a memmap in the run dir.
+    with torch.no_grad():
+        x0 = ds[0][0][None]
+        c, h, w = features(x0).shape[1:]
+    big = len(ds) * c * h * w * 2 > 1 << 30
+    store_path = (store_dir / "features.f16") if (store_dir is not None and big) else None
+    store = extract_features(features, loader, store_path=store_path, progress=progress, overwrite=True,
+                             source=str(cfg.model.pretrained or "random-init backbone"))
     g = fit_guidance(store, seed=cfg.seed, iters=cfg.guidance.iters, tol=cfg.guidance.tol,
                      chunk_size=cfg.guidance.chunk_size, device=str(device) if str(device) != "cpu" else None,
                      progress=progress, source=str(cfg.model.pretrained or "random-init backbone"))
@@ -309,7 +315,6 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
                 (out / "guidance_summary.txt").write_text(guidance.summary())
         if cfg.guidance.source == "frozen":
             frozen = copy.deepcopy(model.backbone).eval().requires_grad_(False)
-        guidance = guidance.to(device) if hasattr(guidance, "to") else guidance
 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 weight_decay=cfg.train.weight_decay)
@@ -343,7 +348,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         seed_everything(cfg.seed * 1000 + epoch)  # augmentation RNG: a function of the epoch (exact resume)
         if lan and cfg.guidance.recluster_every > 0 and epoch > 0 and epoch % cfg.guidance.recluster_every == 0:
             log(f"epoch {epoch + 1}: refitting guidance centres on the current backbone")
-            guidance = fit_guidance_for(cfg, model.backbone, data["train_plain"], device, out, progress).to(device)
+            guidance = fit_guidance_for(cfg, model.backbone, data["train_plain"], device, out, progress)
             model.train()
             if dist.is_main():
                 guidance.save(gpath)

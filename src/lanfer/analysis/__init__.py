@@ -1,0 +1,1 @@
+"""Analysis: figures and HTML reports built from runs and models."""
