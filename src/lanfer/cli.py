@@ -26,13 +26,19 @@ def _add_train(sub) -> None:
     p.add_argument("--out", help="run directory (default: the config's `out`, else runs/train)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation (KDEF: --cv 10); one run per "
+                   "fold in OUT/fold<k>, mean and std in OUT/cv_metrics.json")
 
     def run(a):
         from .config import load_config
-        from .train import train
+        from .train import cross_validate, train
 
         cfg = load_config(a.config, a.overrides)
-        train(cfg, out=a.out, resume=a.resume, progress=False if a.no_progress else None)
+        progress = False if a.no_progress else None
+        if a.cv:
+            cross_validate(cfg, a.cv, out=a.out, resume=a.resume, progress=progress)
+        else:
+            train(cfg, out=a.out, resume=a.resume, progress=progress)
 
     p.set_defaults(func=run)
 
@@ -80,9 +86,107 @@ def _add_cluster(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on embedded synthetic data (the main job)",
+                       description="Render a synthetic multi-view set, pretrain on identities, fit guidance, "
+                                   "fine-tune ResNet-18 and LAN, report by view. Example: lanfer demo --out runs/demo")
+    p.add_argument("--out", help="output folder (default runs/demo, or runs/demo-quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in under 2 minutes")
+    p.add_argument("--resume", action="store_true", help="reuse every finished stage in --out")
+    p.add_argument("--folds", type=int, help="identity-disjoint folds (KDEF protocol: 10)")
+    p.add_argument("--identities", type=int, help="expression identities to render")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs per model and fold")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--seed", type=int)
+
+    def run(a):
+        from .demo import DemoConfig, run_demo
+
+        kw = {k: v for k, v in dict(out=a.out, folds=a.folds, identities=a.identities, epochs=a.epochs,
+                                    image_size=a.image_size, seed=a.seed, resume=a.resume).items()
+              if v is not None}
+        cfg = DemoConfig.quick_preset(**kw) if a.quick else DemoConfig(**kw)
+        run_demo(cfg)
+
+    p.set_defaults(func=run)
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="decode, crop and resize a dataset once into a fast memory-mapped cache",
+                       description="Example: lanfer prepare configs/affectnet_lan.yaml --set data.root=/data/AffectNet "
+                                   "--out /data/cache/affectnet-224; then train with --set data.name=prepared "
+                                   "--set data.root=/data/cache/affectnet-224")
+    p.add_argument("config", help="YAML config whose data section names the dataset")
+    _add_set(p)
+    p.add_argument("--out", help="cache folder (default prepared/<dataset>-<image_size>)")
+    p.add_argument("--splits", help="comma-separated splits (default: the config's train/val/test; all for KDEF)")
+    p.add_argument("--workers", type=int, help="decoding processes (default data.num_workers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def run(a):
+        from .data.prepare import prepare, summarize
+
+        print(summarize(prepare(a.config, out=a.out, splits=a.splits, overrides=a.overrides,
+                                num_workers=a.workers, progress=not a.no_progress)))
+
+    p.set_defaults(func=run)
+
+
+def _add_datasets(sub) -> None:
+    p = sub.add_parser("datasets", help="list dataset readers, or count a dataset folder's images per split",
+                       description="Examples: lanfer datasets;  lanfer datasets rafdb /data/RAF-DB/basic;  "
+                                   "lanfer datasets affectnet /data/AffectNet --option num_classes=7 --splits val")
+    p.add_argument("name", nargs="?", help="dataset name (rafdb, ferplus, affectnet, kdef, fer2013, ...)")
+    p.add_argument("root", nargs="?", help="the dataset's folder")
+    p.add_argument("--splits", help="comma-separated splits (default train,test)")
+    p.add_argument("--subset", help="pose-list file to apply")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. --option num_classes=7 (repeatable)")
+
+    def run(a):
+        from .data.prepare import datasets_text
+
+        print(datasets_text(a.name, a.root, a.splits, a.subset, a.option))
+
+    p.set_defaults(func=run)
+
+
+def _add_pose_subsets(sub) -> None:
+    p = sub.add_parser("pose-subsets", help="write RAN-style lists of the test images whose |yaw| exceeds thresholds",
+                       description="Example: lanfer pose-subsets configs/rafdb_lan.yaml --thresholds 30,45 --out lists/ "
+                                   "--set data.root=/data/RAF-DB/basic. Yaw comes from the dataset's metadata when "
+                                   "it has one (KDEF, synth), else from detected landmarks (needs lanfer[faces]).")
+    p.add_argument("config", metavar="DATASET_CONFIG", help="YAML config whose data section names the dataset")
+    p.add_argument("--thresholds", default="30,45", type=_float_list, help="yaw thresholds in degrees (default 30,45)")
+    p.add_argument("--out", required=True, help="folder for pose_<t>_<name>_list.txt and pose_yaw_<name>.csv")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--name", help="<name> in the file names (default: the dataset name)")
+    p.add_argument("--detector", default="mtcnn", help="face detector for images without a metadata yaw")
+    p.add_argument("--device", default="cpu", help="device for the detector (cpu, cuda)")
+    p.add_argument("--no-meta-yaw", action="store_true", help="estimate every yaw from landmarks, ignoring metadata")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_set(p)
+
+    def run(a):
+        from .pose_subsets import run_pose_subsets
+
+        print(run_pose_subsets(a.config, a.out, a.thresholds, split=a.split, overrides=a.overrides,
+                               detector=a.detector, device=a.device, use_meta_yaw=not a.no_meta_yaw,
+                               name=a.name, progress=not a.no_progress).summary())
+
+    p.set_defaults(func=run)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 30,45, got {text!r}") from None
+
+
 # --- end of commands ---
 
-COMMANDS: list = [_add_train, _add_eval, _add_cluster]
+COMMANDS: list = [_add_demo, _add_train, _add_eval, _add_cluster, _add_prepare, _add_datasets, _add_pose_subsets]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,7 +65,10 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment)
     eval_tf = EvalPreset(d.image_size, d.normalize)
     out = {"train": build_dataset(d.name, d.root, d.train_split, transform=train_tf, **common)}
-    out["train_plain"] = build_dataset(d.name, d.root, d.train_split, transform=eval_tf, **common)
+    # The guidance fit reads the training images without augmentation: same samples, another transform
+    # (a shallow copy, so large indexes such as AffectNet's are built once).
+    out["train_plain"] = copy.copy(out["train"])
+    out["train_plain"].transform = eval_tf
     if d.val_split:
         out["val"] = build_dataset(d.name, d.root, d.val_split, transform=eval_tf, subset=d.subset, **common)
     if d.test_split:
@@ -91,6 +94,11 @@ def make_sampler(cfg: Config, dataset, epoch: int):
     if cfg.data.balanced_sampling:
         from .data.sampling import balanced_sampler
 
+        if dist.world_size() > 1:
+            # each rank draws its own share of the oversampled epoch, from its own stream
+            rank = torch.distributed.get_rank()
+            g = torch.Generator().manual_seed((cfg.seed * 1000 + epoch) * 1009 + rank)
+            return balanced_sampler(dataset, num_samples=len(dataset) // dist.world_size(), generator=g)
         return balanced_sampler(dataset, generator=g)
     if dist.world_size() > 1:
         s = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
@@ -406,3 +414,47 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
     if bad:
         log(f"warning: {bad} bad images were skipped (data.skip_bad=true)")
     return metrics
+
+
+def cross_validate(cfg: Config, folds: int, out: str | Path | None = None, resume: bool = False,
+                   progress: bool | None = None) -> dict:
+    """k-fold cross-validation (KDEF's protocol, paper Table 1): one run per fold in ``OUT/fold<k>``, then
+    mean and std of the test accuracy (overall and by every metadata group) in ``OUT/cv_metrics.json``.
+
+    The dataset must accept ``fold``/``folds`` options (``kdef`` does: identity-disjoint folds by default).
+    Finished folds are reused; an interrupted fold is resumed when ``resume`` is set.
+    """
+    if folds < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
+    out = Path(out or cfg.out or "runs/cv")
+    per_fold = []
+    for k in range(folds):
+        fcfg = copy.deepcopy(cfg)
+        fcfg.data.options = {**cfg.data.options, "fold": k, "folds": folds}
+        fout = out / f"fold{k}"
+        if (fout / "metrics.json").is_file():
+            log(f"fold {k + 1}/{folds}: reusing {fout}")
+            per_fold.append(json.loads((fout / "metrics.json").read_text()))
+            continue
+        log(f"fold {k + 1}/{folds}")
+        per_fold.append(train(fcfg, out=fout, resume=resume and (fout / "last.ckpt").is_file(), progress=progress))
+    accs = np.array([m["accuracy"] for m in per_fold])
+    summary: dict[str, Any] = {
+        "folds": folds, "accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std(ddof=1)),
+        "accuracy_per_fold": accs.tolist(),
+        "mean_class_accuracy_mean": float(np.mean([m["mean_class_accuracy"] for m in per_fold])),
+        "by": {},
+    }
+    for key in sorted({k for m in per_fold for k in m.get("by", {})}):
+        groups = sorted({g for m in per_fold for g in m["by"].get(key, {})})
+        summary["by"][key] = {}
+        for g in groups:
+            vals = [m["by"][key][g]["accuracy"] for m in per_fold if g in m["by"].get(key, {})]
+            summary["by"][key][g] = {"mean": float(np.mean(vals)),
+                                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                                     "folds": len(vals)}
+    if dist.is_main():
+        write_metrics(summary, out / "cv_metrics.json")
+        log(f"{folds}-fold cross-validation: accuracy {100 * summary['accuracy_mean']:.2f} "
+            f"+/- {100 * summary['accuracy_std']:.2f}%")
+    return summary

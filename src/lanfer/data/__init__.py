@@ -2,6 +2,10 @@
 from .base import (DataError, FERDataset, Sample, available_datasets, build_dataset, collate, load_image,
                    register_dataset)
 from .presets import EvalPreset, TrainPreset, denormalize, normalization
+from .kdef import kdef_folds
+from .poselists import PAPER_COUNTS, restrict_to_list
+from .sampling import balanced_sampler
 
 __all__ = ["DataError", "FERDataset", "Sample", "available_datasets", "build_dataset", "collate",
-           "load_image", "register_dataset", "EvalPreset", "TrainPreset", "denormalize", "normalization"]
+           "load_image", "register_dataset", "EvalPreset", "TrainPreset", "denormalize", "normalization",
+           "kdef_folds", "PAPER_COUNTS", "restrict_to_list", "balanced_sampler"]

@@ -1,2 +1,3 @@
 """Imports every dataset module so that each registers its builder (see base.register_dataset)."""
 from . import generic  # noqa: F401
+from . import affectnet, fer2013, ferplus, kdef, prepare, rafdb  # noqa: F401,E401  (official layouts, cache)

@@ -130,6 +130,8 @@ def register_dataset(name: str):
 
 
 def available_datasets() -> list[str]:
+    from . import _load_all  # noqa: F401  (imports every dataset module so they register)
+
     return sorted(_REGISTRY)
 
 
