@@ -158,7 +158,8 @@ def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, st
 
         g.meta["stability"] = stability(store, seeds=tuple(range(cfg.seed, cfg.seed + cfg.guidance.seeds)),
                                         iters=cfg.guidance.iters, tol=cfg.guidance.tol,
-                                        chunk_size=cfg.guidance.chunk_size)
+                                        chunk_size=cfg.guidance.chunk_size,
+                                        device=str(device) if str(device) != "cpu" else None)
     if store_path is not None:
         store.close() if hasattr(store, "close") else None
         for p in store_dir.glob("features.f16*"):

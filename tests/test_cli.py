@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lanfer.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "train", "eval", "cluster", "synth", "prepare", "predict", "export", "pose-subsets"):
+        assert cmd in out, cmd
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "lanfer.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "lanfer" in r.stdout
+
+
+def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  name: imagefolder\n  root: %s\n" % (tmp_path / "nowhere"))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--set", "train.epochs=many"]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nope.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_eval_cluster_from_the_cli(tiny_folder, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+model: {{name: lan_resnet18, num_classes: 3, head_widths: [16, 8, 4]}}
+data: {{name: imagefolder, root: {tiny_folder}, image_size: 64, num_workers: 0}}
+train: {{epochs: 1, batch_size: 8, lr: 0.01, progress: false, channels_last: false}}
+guidance: {{seeds: 2}}
+""")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run), "--set", "seed=5", "--no-progress"]) == 0
+    assert "seed: 5" in (run / "config.yaml").read_text()
+    assert main(["eval", str(run / "best.safetensors"), "--data", str(cfg), "--split", "test",
+                 "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["n"] == 24 and m["dataset"]["split"] == "test"
+    assert main(["cluster", str(cfg), "--out", str(tmp_path / "g")]) == 0
+    from lanfer import Guidance
+    g = Guidance.load(tmp_path / "g" / "guidance.safetensors")
+    assert g.centers.shape == (4, 2, 512)
+    assert "attentive" in (tmp_path / "g" / "guidance_summary.txt").read_text().lower()
