@@ -158,7 +158,7 @@ def _add_pose_subsets(sub) -> None:
                                    "it has one (KDEF, synth), else from detected landmarks (needs lanfer[faces]).")
     p.add_argument("config", metavar="DATASET_CONFIG", help="YAML config whose data section names the dataset")
     p.add_argument("--thresholds", default="30,45", type=_float_list, help="yaw thresholds in degrees (default 30,45)")
-    p.add_argument("--out", required=True, help="folder for pose_<t>_<name>_list.txt and pose_yaw_<name>.csv")
+    p.add_argument("--out", required=True, help="folder for lanfer_pose_<t>_<name>_list.txt and pose_yaw_<name>.csv")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--name", help="<name> in the file names (default: the dataset name)")
     p.add_argument("--detector", default="mtcnn", help="face detector for images without a metadata yaw")
@@ -184,9 +184,96 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 30,45, got {text!r}") from None
 
 
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="render a synthetic multi-view facial-expression dataset (no assets needed)",
+                       description="Example: lanfer synth --out data/synth --identities 4 --seed 1 writes "
+                                   "4 x 2 sessions x 7 expressions x 5 views = 280 pictures in KDEF naming "
+                                   "(DIR/KDEF/AF01/AF01ANHL.JPG) plus DIR/metadata.csv; the same seed gives the "
+                                   "same bytes.")
+    p.add_argument("--out", required=True, help="output folder (the dataset root)")
+    p.add_argument("--identities", type=int, default=4, help="number of people (default 4)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--views", choices=["kdef", "continuous"], default="kdef",
+                   help="kdef: the five KDEF views per expression; continuous: random poses (yaw in [-90, 90])")
+    p.add_argument("--size", type=int, default=256, help="picture size in pixels (square face crops)")
+    p.add_argument("--mode", choices=["expression", "identity"], default="expression",
+                   help="identity: an image folder train/<id>/, test/<id>/ for face-identity pretraining")
+    p.add_argument("--images-per-identity", type=int,
+                   help="pictures per person (continuous views: default 35; identity mode: default 20)")
+    p.add_argument("--expressions", type=int, choices=[7, 8], default=7, help="8 adds contempt (continuous views)")
+    p.add_argument("--sessions", type=int, choices=[1, 2], default=2, help="KDEF sessions A/B per person")
+    p.add_argument("--identity-offset", type=int, help="number of the first person (identity mode: default 1000)")
+    p.add_argument("--background", choices=["clutter", "plain"], default="clutter")
+    p.add_argument("--workers", type=int, help="parallel processes (default: all CPUs; output is the same)")
+
+    def run(a):
+        from .data.synth import generate
+
+        root = generate(a.out, identities=a.identities, seed=a.seed, views=a.views, image_size=a.size,
+                        sessions=a.sessions, expressions=a.expressions, images_per_identity=a.images_per_identity,
+                        mode=a.mode, identity_offset=a.identity_offset, background=a.background,
+                        workers=a.workers, progress=True)
+        print(f"wrote {root} ({root / 'metadata.csv'})")
+
+    p.set_defaults(func=run)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="expressions of the faces in photos, folders, videos or a webcam",
+                       description="Detect, align and classify every face; writes OUT/predictions.csv and, with "
+                                   "--overlay, annotated images/videos in OUT/overlays/. Example: lanfer predict "
+                                   "runs/rafdb_lan/best.safetensors photos/ clip.mp4 --overlay --every-nth-frame 5")
+    p.add_argument("checkpoint", help="a lanfer model file (RUN_DIR/best.safetensors) or an exported .onnx")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image, video (mp4/avi/mov/mkv/webm), folder (searched recursively) or camera index")
+    p.add_argument("--out", default="runs/predict", help="output folder (default runs/predict)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="predictions file format")
+    p.add_argument("--overlay", action="store_true", help="write annotated images and videos to OUT/overlays/")
+    p.add_argument("--no-detect", action="store_true", help="inputs are aligned face crops: one face per image")
+    p.add_argument("--every-nth-frame", type=int, default=1, metavar="N", help="keep every N-th video frame")
+    p.add_argument("--batch-size", type=int, default=32, help="face crops per model call (default 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--onnx", metavar="MODEL.onnx", help="run this exported model in ONNX Runtime instead of PyTorch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(a):
+        from .predict import run_predict
+
+        _, summary = run_predict(a.checkpoint, a.inputs, out=a.out, format=a.format, overlay=a.overlay,
+                                 detect=not a.no_detect, every_nth_frame=a.every_nth_frame,
+                                 batch_size=a.batch_size, device=a.device, onnx=a.onnx, progress=not a.no_progress)
+        print(summary)
+
+    p.set_defaults(func=run)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a model file to ONNX and check it against PyTorch",
+                       description="Example: lanfer export runs/rafdb_lan/best.safetensors --format onnx --out "
+                                   "lan.onnx --check-images faces/. Outputs logits and attention (LAN) or logits "
+                                   "(baseline); fails if ONNX Runtime and PyTorch differ by more than 1e-4.")
+    p.add_argument("checkpoint", help="a lanfer model file (RUN_DIR/best.safetensors)")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; below 18 uses the legacy exporter)")
+    p.add_argument("--image-size", type=int, help="input side (default: the checkpoint's)")
+    p.add_argument("--check-images", nargs="+", metavar="DIR/FILES",
+                   help="face-crop images or folders for the parity check, besides random inputs")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+
+    def run(a):
+        from .export import export_onnx, format_report
+
+        print(format_report(export_onnx(a.checkpoint, a.out, opset=a.opset, image_size=a.image_size,
+                                        check=not a.no_check, check_images=a.check_images)))
+
+    p.set_defaults(func=run)
+
+
 # --- end of commands ---
 
-COMMANDS: list = [_add_demo, _add_train, _add_eval, _add_cluster, _add_prepare, _add_datasets, _add_pose_subsets]
+COMMANDS: list = [_add_demo, _add_train, _add_eval, _add_cluster, _add_prepare, _add_datasets, _add_pose_subsets,
+                  _add_synth, _add_predict, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +293,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.base import DataError
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
+    # ImportError: an optional extra (lanfer[faces], lanfer[onnx]) is missing; its message says what to install
+    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError, ImportError]
     try:
         from .checkpoint import CheckpointError
         errors.append(CheckpointError)
