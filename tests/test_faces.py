@@ -537,7 +537,7 @@ def test_pose_subsets_from_metadata(tmp_path):
         assert lines == _expected(t)
     # the lists read back as a subset through the dataset layer
     sub = build_dataset("csv", tmp_path / "ds", "test", classes=["happy", "sad"],
-                        subset=str(tmp_path / "out" / "pose_45_toy_list.txt"))
+                        subset=str(tmp_path / "out" / "lanfer_pose_45_toy_list.txt"))
     assert [Path(s.path).name for s in sub.samples] == [e.split("/")[1] for e in _expected(45)]
 
 
@@ -575,7 +575,7 @@ def test_pose_subsets_from_landmarks_and_meta_fallback(tmp_path):
     det = _KnownPoseDetector(det_yaws)
     res = write_pose_subsets(ds, tmp_path / "out", (30, 45), detector=det, name="mix", progress=False)
     assert res.from_meta == len(YAWS) - 2 and res.detected == 2
-    assert (tmp_path / "out" / "pose_30_mix_list.txt").read_text().splitlines() == _expected(30)
+    assert (tmp_path / "out" / "lanfer_pose_30_mix_list.txt").read_text().splitlines() == _expected(30)
 
     # ignoring the metadata: every image is detected; image 7 has no face and is left out of every list
     det_yaws = list(YAWS)
@@ -583,7 +583,7 @@ def test_pose_subsets_from_landmarks_and_meta_fallback(tmp_path):
     res = write_pose_subsets(ds, tmp_path / "out2", (45,), detector=_KnownPoseDetector(det_yaws),
                              use_meta_yaw=False, name="det", progress=False)
     assert res.detected == len(YAWS) - 1 and res.no_face == 1
-    assert (tmp_path / "out2" / "pose_45_det_list.txt").read_text().splitlines() == \
+    assert (tmp_path / "out2" / "lanfer_pose_45_det_list.txt").read_text().splitlines() == \
         [e for e in _expected(45) if not e.endswith("img_07.png")]
     table = (tmp_path / "out2" / "pose_yaw_det.csv").read_text().splitlines()
     assert table[0] == "path,entry,label,yaw,pitch,roll,source,face_score"
@@ -612,7 +612,7 @@ def test_cli_pose_subsets(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "|yaw| > 30" in out and "|yaw| > 45" in out
-    assert (tmp_path / "lists" / "pose_30_csv_list.txt").read_text().splitlines() == _expected(30)
+    assert (tmp_path / "lists" / "lanfer_pose_30_csv_list.txt").read_text().splitlines() == _expected(30)
     with pytest.raises(SystemExit):  # argparse rejects a threshold that is not a number
         main(["pose-subsets", str(cfg), "--thresholds", "30,x", "--out", str(tmp_path / "l2")])
     assert main(["pose-subsets", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "l3")]) == 2
