@@ -98,12 +98,17 @@ def _add_demo(sub) -> None:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs per model and fold")
     p.add_argument("--image-size", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--pretrain-identities", type=int, help="people in the identity-pretraining set")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int, help="data-loading processes")
 
     def run(a):
         from .demo import DemoConfig, run_demo
 
         kw = {k: v for k, v in dict(out=a.out, folds=a.folds, identities=a.identities, epochs=a.epochs,
-                                    image_size=a.image_size, seed=a.seed, resume=a.resume).items()
+                                    image_size=a.image_size, seed=a.seed, resume=a.resume,
+                                    pretrain_identities=a.pretrain_identities, batch_size=a.batch_size,
+                                    num_workers=a.workers).items()
               if v is not None}
         cfg = DemoConfig.quick_preset(**kw) if a.quick else DemoConfig(**kw)
         run_demo(cfg)

@@ -71,14 +71,15 @@ def _stage_data(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
     size = max(cfg.image_size, 64)
     if not (expr_root / "metadata.csv").is_file():
         t = time.perf_counter()
-        generate(expr_root, identities=cfg.identities, seed=cfg.seed, views="kdef", image_size=size)
+        generate(expr_root, identities=cfg.identities, seed=cfg.seed, views="kdef", image_size=size, progress=True)
         _log(f"rendered the expression set ({cfg.identities} identities) in {time.perf_counter() - t:.1f} s")
     else:
         _log(f"reusing {expr_root}")
     if not (ident_root / "metadata.csv").is_file():
         t = time.perf_counter()
         generate(ident_root, identities=cfg.pretrain_identities, seed=cfg.seed + 1, mode="identity",
-                 images_per_identity=cfg.pretrain_images, image_size=size, identity_offset=1000)
+                 images_per_identity=cfg.pretrain_images, image_size=size, identity_offset=1000,
+                 progress=True)
         _log(f"rendered the identity set ({cfg.pretrain_identities} identities) in {time.perf_counter() - t:.1f} s")
     else:
         _log(f"reusing {ident_root}")
@@ -137,7 +138,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     t = time.perf_counter()
     _log("stage 2: pretraining ResNet-18 on synthetic face identities")
     pcfg = _train_cfg(cfg, model={"name": "resnet18", "num_classes": cfg.pretrain_identities},
-                      data={"name": "imagefolder", "root": str(ident_root / "imagefolder"), "val_split": "test",
+                      data={"name": "imagefolder", "root": str(ident_root), "val_split": "test",
                             "test_split": "test"},
                       train={"epochs": cfg.pretrain_epochs, "lr": cfg.lr * 2})
     pre_metrics = _run(pcfg, out / "pretrain", cfg.resume)
