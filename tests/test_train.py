@@ -73,3 +73,38 @@ def test_existing_run_is_not_overwritten_and_bad_resume(tiny_folder, tmp_path):
 def test_class_count_mismatch_is_explained(tiny_folder, tmp_path):
     with pytest.raises(ConfigError, match="model.num_classes=3"):
         train(_cfg(tiny_folder, **{"model.num_classes": 7}), out=tmp_path / "r")
+
+
+def _kdef_fixture(root, people=4):
+    """A tiny set in KDEF naming (square crops, so the reader does not crop): 7 expressions x 5 views."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    exprs = ["AF", "AN", "DI", "HA", "NE", "SA", "SU"]
+    for i in range(people):
+        subj = f"A{'FM'[i % 2]}{i // 2 + 1:02d}"
+        d = root / "KDEF" / subj
+        d.mkdir(parents=True)
+        for k, e in enumerate(exprs):
+            for v in ("FL", "HL", "S", "HR", "FR"):
+                img = rng.integers(0, 50, (40, 40, 3)).astype(np.uint8)
+                img[5 * k:5 * k + 5, :, :] = 220
+                Image.fromarray(img).save(d / f"{subj}{e}{v}.JPG")
+    return root
+
+
+def test_cross_validation_aggregates_folds(tmp_path):
+    from lanfer.train import cross_validate
+    root = _kdef_fixture(tmp_path / "kdef")
+    cfg = config_from_dict({
+        "model": {"name": "resnet18", "num_classes": 7},
+        "data": {"name": "kdef", "root": str(root), "image_size": 32, "num_workers": 0, "augment": False},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False, "channels_last": False},
+    })
+    s = cross_validate(cfg, folds=2, out=tmp_path / "cv")
+    per_fold = [json.loads((tmp_path / "cv" / f"fold{k}" / "metrics.json").read_text()) for k in range(2)]
+    assert s["accuracy_per_fold"] == [m["accuracy"] for m in per_fold]
+    assert np.isclose(s["accuracy_mean"], np.mean(s["accuracy_per_fold"]))
+    assert sum(m["n"] for m in per_fold) == 4 * 7 * 5  # every image is tested exactly once
+    assert set(s["by"]["view"]) == {"FL", "HL", "S", "HR", "FR"}
+    again = cross_validate(cfg, folds=2, out=tmp_path / "cv")  # finished folds are reused
+    assert again["accuracy_per_fold"] == s["accuracy_per_fold"]
