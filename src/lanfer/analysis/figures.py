@@ -5,13 +5,13 @@ import base64
 import io
 from typing import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")  # headless: figures are written to files and HTML, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+# No matplotlib.use(...) here: forcing a backend on import would break inline figures in notebooks;
+# without a display matplotlib picks the non-interactive Agg backend by itself.
 
 
 def fig_to_png(fig) -> bytes:

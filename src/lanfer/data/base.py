@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 
@@ -29,7 +29,8 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            # phone photos store their rotation in EXIF; apply it so faces are upright
+            return ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError:
         raise DataError(f"image file {str(path)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
