@@ -77,6 +77,11 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     if meta.get("format") != "lanfer":
         raise CheckpointError(f"{path}: not a lanfer model file (no lanfer metadata); to load backbone "
                               "weights from another project use model.pretrained / load_backbone")
+    return decode_metadata(meta)
+
+
+def decode_metadata(meta: dict[str, str]) -> dict[str, Any]:
+    """String metadata (safetensors header, ONNX metadata_props) -> values, JSON-decoded where they are JSON."""
     out: dict[str, Any] = {}
     for k, v in meta.items():
         try:

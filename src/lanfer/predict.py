@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, decode_metadata, load_model
 from .data import DataError, EvalPreset, load_image
 from .data.base import IMAGE_EXTENSIONS
 from .faces import LANDMARK_NAMES, Face, FaceDetector, align_face, estimate_pose, get_detector
@@ -432,13 +432,7 @@ def _decode_meta(meta: dict[str, str], where: Any) -> dict[str, Any]:
     if meta.get("format") != "lanfer" or "classes" not in meta:
         raise CheckpointError(f"{where}: an ONNX file without lanfer metadata (classes, image_size, normalize); "
                               "export it with lanfer export")
-    out: dict[str, Any] = {}
-    for k, v in meta.items():
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+    return decode_metadata(meta)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def sample_expression(name: str, rng: np.random.Generator, rest: AUState | None 
         raise ValueError(f"unknown expression {name!r}; use one of {', '.join(EXPRESSIONS)}")
     aus: dict[int, list[float]] = {}
     proto = list(PROTOTYPES[name])
-    strength = 0.2 + 0.8 * rng.beta(2.2, 1.4)  # mean ~0.7; a tail of faint expressions
+    strength = 0.25 + 0.75 * rng.beta(2.5, 1.3)  # mean ~0.74; a tail of faint expressions
     keep = [au for au in proto if rng.random() >= 0.15]
     if proto and not keep:
         keep = [proto[int(rng.integers(len(proto)))]]
@@ -119,12 +119,6 @@ def sample_expression(name: str, rng: np.random.Generator, rest: AUState | None 
         aus[au] = [min(1.0, prev[0] + left), min(1.0, prev[1] + right)]
     return {au: (round(float(lr[0]), 4), round(float(lr[1]), 4)) for au, lr in sorted(aus.items())
             if max(lr) > 0}
-
-
-def jitter_expression(aus: AUState, rng: np.random.Generator, amount: float = 0.05) -> AUState:
-    """The same expression posed again moments later: every intensity moves by up to ``amount``."""
-    return {au: tuple(round(float(np.clip(v + rng.uniform(-amount, amount) * (v > 0), 0, 1)), 4) for v in lr)
-            for au, lr in aus.items()}
 
 
 def au_intensity(aus: AUState, au: int) -> float:

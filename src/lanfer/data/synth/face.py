@@ -31,7 +31,10 @@ from .texture import EXTENT, Aperture, Canvas, paint_expression, paint_identity,
 #: *image-left* side of a frontal face, i.e. the subject's RIGHT eye and mouth corner.
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
-SAMPLES_PER_PIXEL = 1.1  # surface samples per output pixel along each axis, at base density
+SAMPLES_PER_PIXEL = 1.1  # surface samples per output pixel along each axis on the face
+CORNEA = 0.018  # how far the cornea bulges over the iris (head units)
+JAW_DROP = 0.26  # how far AU26 at full intensity lowers the chin (head units; ~23 mm)
+INSIDE = (0.16, 0.07, 0.06)  # the colour of the face's inner side (mouth, eye sockets), seen through openings
 
 
 def _mean(aus: dict, au: int) -> float:
@@ -155,55 +158,55 @@ def expression_field(idt: Identity, aus: dict, X: np.ndarray, Y: np.ndarray, low
     for s in (-1, 1):
         i = _side(aus, 1, s)
         if i:
-            dy += 0.075 * i * gauss(X - s * 0.14, Y - by, 0.13, 0.16)
+            dy += 0.12 * i * gauss(X - s * 0.14, Y - by, 0.13, 0.16)
         i = _side(aus, 2, s)
         if i:
-            dy += 0.07 * i * gauss(X - s * 0.42, Y - (by + 0.02), 0.14, 0.16)
+            dy += 0.11 * i * gauss(X - s * 0.42, Y - (by + 0.02), 0.14, 0.16)
         i = _side(aus, 4, s)
         if i:
             g = gauss(X - s * 0.2, Y - by, 0.15, 0.1)
-            dy -= 0.055 * i * g
-            dx -= s * 0.04 * i * g
-            dz += 0.015 * i * gauss(X, Y - (ey + 0.15), 0.09, 0.09)
+            dy -= 0.08 * i * g
+            dx -= s * 0.05 * i * g
+            dz += 0.02 * i * gauss(X, Y - (ey + 0.15), 0.09, 0.09)
         i = _side(aus, 6, s)
         if i:
             g = gauss(X - s * 0.4, Y - (ey - 0.24), 0.16, 0.12)
-            dy += 0.04 * i * g
-            dz += 0.035 * i * g
+            dy += 0.06 * i * g
+            dz += 0.05 * i * g
         i = _side(aus, 9, s)
         if i:
-            dy += 0.035 * i * gauss(X - s * idt.nose_width * 0.8, Y - (tip + 0.02), 0.07, 0.07)
-            dy += 0.015 * i * gauss(X - s * 0.1, Y - (ym + 0.07), 0.12, 0.06)
+            dy += 0.05 * i * gauss(X - s * idt.nose_width * 0.8, Y - (tip + 0.02), 0.07, 0.07)
+            dy += 0.025 * i * gauss(X - s * 0.1, Y - (ym + 0.07), 0.12, 0.06)
             dy -= 0.025 * i * gauss(X - s * 0.14, Y - by, 0.12, 0.09)
             dz += 0.01 * i * gauss(X, Y - (ey - 0.06), 0.06, 0.09)
         i = _side(aus, 10, s)
         if i:
-            dy += 0.02 * i * gauss(X - s * 0.14, Y - (ym + 0.12), 0.1, 0.07)
+            dy += 0.03 * i * gauss(X - s * 0.14, Y - (ym + 0.12), 0.1, 0.07)
         corner = gauss(X - s * xc, Y - ym, 0.13, 0.11)
         i = _side(aus, 12, s)
         if i:
-            dx += s * 0.04 * i * corner
-            dy += 0.09 * i * corner
-            dz -= 0.035 * i * corner
+            dx += s * 0.07 * i * corner
+            dy += 0.14 * i * corner
+            dz -= 0.045 * i * corner
             g = gauss(X - s * 0.38, Y - (ym + 0.27), 0.12, 0.12)
-            dz += 0.04 * i * g
-            dy += 0.025 * i * g
+            dz += 0.055 * i * g
+            dy += 0.04 * i * g
         i = _side(aus, 14, s)
         if i:
             g = gauss(X - s * xc, Y - ym, 0.08, 0.08)
-            dx -= s * 0.015 * i * g
-            dz -= 0.035 * i * g
-            dy += 0.01 * i * g
+            dx -= s * 0.025 * i * g
+            dz -= 0.05 * i * g
+            dy += 0.015 * i * g
         i = _side(aus, 15, s)
         if i:
-            dy -= 0.065 * i * corner
-            dx += s * 0.01 * i * corner
+            dy -= 0.1 * i * corner
+            dx += s * 0.015 * i * corner
         i = _side(aus, 20, s)
         if i:
             g = gauss(X - s * xc, Y - ym, 0.14, 0.1)
-            dx += s * 0.06 * i * g
-            dy -= 0.012 * i * g
-            dz -= 0.025 * i * g
+            dx += s * 0.1 * i * g
+            dy -= 0.02 * i * g
+            dz -= 0.035 * i * g
     i = _mean(aus, 7)
     if i:
         dz += 0.01 * i * (gauss(X - idt.eye_spacing, Y - (ey - 0.085), 0.12, 0.035)
@@ -211,32 +214,32 @@ def expression_field(idt: Identity, aus: dict, X: np.ndarray, Y: np.ndarray, low
     i = _mean(aus, 23)
     if i:
         m = np.exp(-0.5 * (X / (xc * 0.8)) ** 4) * np.exp(-0.5 * ((Y - ym) / 0.075) ** 2)
-        dy -= (Y - ym) * 0.5 * i * m
+        dy -= (Y - ym) * 0.6 * i * m
         dx -= X * 0.1 * i * m
         dz += 0.012 * i * m
     i = _mean(aus, 17)
     if i:
-        dy += 0.04 * i * gauss(X, Y - (ym - 0.3), 0.18, 0.12)
-        dz += 0.025 * i * gauss(X, Y - (ym - 0.09), 0.18, 0.06)
+        dy += 0.06 * i * gauss(X, Y - (ym - 0.3), 0.18, 0.12)
+        dz += 0.035 * i * gauss(X, Y - (ym - 0.09), 0.18, 0.06)
     # --- mouth opening: one side of the mouth line only ---
     ln = lens(idt, X)
     near = np.exp(-0.5 * ((Y - ym) / 0.1) ** 2)
     up = ~lower
     i = _mean(aus, 10)
     if i:
-        dy += np.where(up, 0.04 * i * np.sqrt(ln) * near, 0.0)
+        dy += np.where(up, 0.06 * i * np.sqrt(ln) * near, 0.0)
     i = _mean(aus, 25)
     if i:
-        dy += np.where(up, 0.01 * i * ln * near, -0.017 * i * ln * np.exp(-0.5 * ((Y - ym) / 0.12) ** 2))
+        dy += np.where(up, 0.015 * i * ln * near, -0.03 * i * ln * np.exp(-0.5 * ((Y - ym) / 0.12) ** 2))
     i = _mean(aus, 16)
     if i:
-        dy -= np.where(lower, 0.06 * i * ln * np.exp(-0.5 * ((Y - ym) / 0.11) ** 2), 0.0)
+        dy -= np.where(lower, 0.09 * i * ln * np.exp(-0.5 * ((Y - ym) / 0.11) ** 2), 0.0)
         dz += np.where(lower, 0.015 * i * ln * near, 0.0)
     i = _mean(aus, 26)
     if i:
         wj = np.where(lower, ln + (1 - ln) * smoothstep(ym, ym - 0.35, Y), 0.0)
-        dy -= 0.18 * i * wj
-        dz -= 0.055 * i * wj
+        dy -= JAW_DROP * i * wj
+        dz -= 0.07 * i * wj
     return dx, dy, dz
 
 
@@ -245,8 +248,8 @@ def apertures(idt: Identity, aus: dict) -> list[Aperture]:
     out = []
     for s in (-1, 1):
         a5, a6, a7, a4 = (_side(aus, k, s) for k in (5, 6, 7, 4))
-        up = idt.eye_open + 0.042 * a5 - 0.022 * a7 - 0.014 * a6 - 0.01 * a4
-        lo = idt.eye_lower + 0.007 * a5 - 0.024 * a7 - 0.026 * a6
+        up = idt.eye_open + 0.06 * a5 - 0.03 * a7 - 0.018 * a6 - 0.014 * a4
+        lo = idt.eye_lower + 0.01 * a5 - 0.03 * a7 - 0.032 * a6
         out.append(Aperture(cx=s * idt.eye_spacing, cy=idt.eye_height, half_width=idt.eye_width * (1 - 0.04 * a7),
                             upper=max(up, 0.01), lower=max(lo, 0.01), tilt=idt.eye_tilt, side=s))
     return out
@@ -258,12 +261,18 @@ def apertures(idt: Identity, aus: dict) -> list[Aperture]:
 
 @dataclass
 class FaceModel:
-    """Everything the renderer needs: surface samples and the 3D landmarks (head frame)."""
+    """Everything the renderer needs: surface samples (in parts, so that the parts shared by all of a
+    person's expressions are not copied per expression) and the 3D landmarks (head frame)."""
 
-    surface: Surface
+    parts: list[Surface]
     landmarks: dict[str, np.ndarray]
     identity: Identity
     aus: dict = field(default_factory=dict)
+
+    @property
+    def surface(self) -> Surface:
+        """All samples in one :class:`Surface`."""
+        return Surface.concat(self.parts)
 
 
 @dataclass
@@ -314,7 +323,8 @@ def _head_grid(idt: Identity, px_per_unit: float) -> tuple[np.ndarray, np.ndarra
     t = np.linspace(-np.pi, np.pi, 4001)
     sx, sz = _superellipse(t, idt.squareness)
     y0 = np.zeros(1)
-    xz = np.stack([half_width(idt, y0) * sx, np.where(sz >= 0, front_depth(idt, y0), back_depth(idt, y0)) * sz], -1)
+    depth = np.where(sz >= 0, front_depth(idt, y0), back_depth(idt, y0))
+    xz = np.stack([half_width(idt, y0) * sx, depth * sz], -1)
     arc = np.linalg.norm(np.gradient(xz, t, axis=0), axis=-1)
     weight = np.where(np.abs(t) < 0.8, 1.2, np.where(np.abs(t) > 2.0, 0.5, 1.0))
     theta = adaptive_samples(t, arc * weight * per_unit)[:-1]  # periodic: -pi and pi are one azimuth
@@ -328,7 +338,7 @@ def _head_grid(idt: Identity, px_per_unit: float) -> tuple[np.ndarray, np.ndarra
     return theta, phi
 
 
-@lru_cache(maxsize=6)
+@lru_cache(maxsize=2)  # jobs come grouped by person; a base holds the person's whole head
 def _head_base(idt_key: tuple, px_per_unit: float) -> _HeadBase:
     idt = _from_key(idt_key)
     theta, phi = _head_grid(idt, px_per_unit)
@@ -351,8 +361,9 @@ def _head_base(idt_key: tuple, px_per_unit: float) -> _HeadBase:
                                              np.ones(7) / 7, mode="valid"))
     hl = _hairline(idt, T, wobble)
     fine = np.interp(T, np.linspace(-np.pi, np.pi, 541), rng.uniform(-1, 1, 541))
-    clumps = smooth_noise(rng, 64, 9)
-    clump = clumps[np.clip(((P / np.pi + 0.5) * 63).astype(int), 0, 63), np.clip(((T / np.pi + 1) * 31.5).astype(int), 0, 63)]
+    clumps = smooth_noise(rng, 64, 9)  # (64, 64) over (elevation, azimuth)
+    clump = clumps[np.clip(((P / np.pi + 0.5) * 63).astype(int), 0, 63),
+                   np.clip(((T / np.pi + 1) * 31.5).astype(int), 0, 63)]
     if idt.hair_style == "buzz":
         hair = smoothstep(hl - 0.02, hl + 0.04, Y + 0.02 * fine) * 0.8
         thick = np.zeros_like(Y)
@@ -365,7 +376,7 @@ def _head_base(idt_key: tuple, px_per_unit: float) -> _HeadBase:
                                                          rng.uniform(-1, 1, 1201))
 
     # eyeballs sit just behind the skin at the eye centres; the lids are draped over them per expression
-    radii = (idt.eye_width * 1.1, 0.145, 0.14)
+    radii = (idt.eye_width * 1.3, 0.15, 0.14)  # wider than the fissure: it fills the corners at any angle
     centres = []
     for s in (-1, 1):
         ex = np.array([s * idt.eye_spacing])
@@ -465,19 +476,20 @@ def build_face(idt: Identity, aus: dict | None = None, px_per_unit: float = 100.
     painted = (np.abs(X) < 0.8) & (sz > 0.2) & (Y > idt.mouth_y - 0.45) & (Y < idt.eye_height + 0.75)
     delta = Canvas(tex.rgb - base.texture.rgb)  # only the lashes and wrinkles
     albedo[painted] += delta.sample(X[painted], Y[painted]) * (1 - base.hair[blk][painted, None])
-    parts = [base.static, grid_surface(P, albedo, keep, base.specular[blk], outward=np.zeros(3))]
+    face = grid_surface(P, albedo, keep, base.specular[blk], outward=np.zeros(3))
+    face.inside = INSIDE
+    parts = [base.static, face]
     parts += _eyes(idt, base, px_per_unit)
     parts += _mouth_inside(idt, aus, px_per_unit)
-    surface = Surface.concat(parts)
 
     # landmarks: pupils (eyeball front poles), nose tip, mouth corners, all through the same deformation
     lm = {}
     for name, c in zip(("left_eye", "right_eye"), base.eye_centres):  # subject's right eye is image-left
-        lm[name] = np.array([c[0], c[1], c[2] + base.eye_radii[2]])
+        lm[name] = np.array([c[0], c[1], c[2] + base.eye_radii[2] + CORNEA])
     lm["nose"] = _surface_point(idt, aus, 0.0, idt.eye_height - idt.nose_length)
     lm["mouth_left"] = _surface_point(idt, aus, -idt.mouth_width, idt.mouth_y)
     lm["mouth_right"] = _surface_point(idt, aus, idt.mouth_width, idt.mouth_y)
-    return FaceModel(surface, {k: lm[k] for k in LANDMARKS}, idt, aus)
+    return FaceModel(parts, {k: lm[k] for k in LANDMARKS}, idt, aus)
 
 
 def _surface_point(idt: Identity, aus: dict, x: float, y: float) -> np.ndarray:
@@ -513,7 +525,7 @@ def _eyes(idt: Identity, base: _HeadBase, ppu: float) -> list[Surface]:
     rx, ry, rz = base.eye_radii
     for c, iris in zip(base.eye_centres, (idt.iris_right, idt.iris_left)):
         n = _n(2.4 * rx, ppu, 16)
-        p, U, V = _ellipsoid(c, base.eye_radii, n, n, (-1.6, 1.6), (-1.3, 1.3))
+        p, U, V = _ellipsoid(c, base.eye_radii, n, n, (-1.6, 1.6), (-1.5, 1.5))
         # iris and pupil as discs around the front pole (in the tangent plane)
         r = np.hypot(p[..., 0] - c[0], p[..., 1] - c[1])
         ang = np.arctan2(p[..., 1] - c[1], p[..., 0] - c[0])
@@ -525,7 +537,15 @@ def _eyes(idt: Identity, base: _HeadBase, ppu: float) -> list[Surface]:
         col = np.where((r < iris_r)[..., None], ir, sclera)
         col = np.where((r < pupil_r)[..., None], np.array([0.03, 0.03, 0.03]), col)
         spec = np.where(r < iris_r, 1.0, 0.5)
+        # the cornea bulges over the iris: a sliver of it shows even in a full profile
+        front_half = p[..., 2] > c[2]
+        p[..., 2] += np.where(front_half, CORNEA * np.clip(1 - (r / (1.15 * iris_r)) ** 2, 0, 1), 0.0)
         out.append(grid_surface(p, np.clip(col, 0, 1), None, spec, outward=np.asarray(c)))
+        # the socket behind the eyeball: a look past the eyeball (from below, from the side) ends here
+        back = (c[0], c[1], c[2] - 0.05)
+        q, _, _ = _ellipsoid(back, (rx * 1.5, ry * 1.6, rz), _n(2 * rx, ppu * 0.5, 10), _n(2 * ry, ppu * 0.5, 10),
+                             (-1.2, 1.2), (-1.2, 1.2))
+        out.append(grid_surface(q, np.float32(INSIDE), None, 0.0, outward=np.asarray(back)))
     return out
 
 
@@ -533,11 +553,12 @@ def _mouth_inside(idt: Identity, aus: dict, ppu: float) -> list[Surface]:
     """Mouth cavity, tongue and teeth: hidden by the lips until the mouth opens."""
     ym, xc = idt.mouth_y, idt.mouth_width
     zl = float((base_z(idt, np.zeros(1), np.array([ym])) + relief(idt, np.zeros(1), np.array([ym])))[0])
-    centre = (0.0, ym - 0.07, zl - 0.3)
-    radii = (xc * 0.75, 0.23, 0.2)
-    p, U, V = _ellipsoid(centre, radii, _n(1.4, ppu, 16), _n(1.0, ppu, 12))
-    dx, dy, dz = expression_field(idt, aus, p[..., 0], p[..., 1], p[..., 1] < ym)
-    p = p + np.stack([np.zeros_like(dx), dy, dz], -1)
+    centre = (0.0, ym - 0.05, zl - 0.34)
+    radii = (xc * 0.75, 0.19, 0.2)
+    p, U, V = _ellipsoid(centre, radii, _n(1.4, ppu * 0.4, 16), _n(1.0, ppu * 0.4, 12))  # dark: coarse is fine
+    # the cavity stretches (continuously: a tear here would open a window into the head) as the jaw drops
+    drop = JAW_DROP * _mean(aus, 26) + 0.09 * _mean(aus, 16) + 0.03 * _mean(aus, 25)
+    p[..., 1] -= drop * smoothstep(ym + 0.02, ym - 0.12, p[..., 1])
     tongue = np.clip((ym - 0.08 - p[..., 1]) / 0.06, 0, 1)[..., None]
     col = np.array([0.2, 0.05, 0.05]) * (1 - tongue) + np.array([0.5, 0.22, 0.22]) * tongue
     parts = [grid_surface(p, col, None, 0.2, outward=np.asarray(centre))]
@@ -595,34 +616,43 @@ def _neck(idt: Identity, ppu: float) -> Surface:
 
 
 def _hair_curtain(idt: Identity, ppu: float) -> Surface:
-    """Hair falling at the sides and back of the head (medium and long styles)."""
-    a0 = np.radians(84 if idt.hair_style == "long" else 90)
+    """Hair falling from the crown over the sides and back of the head (medium and long styles)."""
+    a0 = np.radians(56 if idt.hair_style == "long" else 66)
     bottom = idt.eye_height - (2.2 if idt.hair_style == "long" else 1.15)
-    th = np.linspace(a0, 2 * np.pi - a0, _n(2 * np.pi * 1.0 * (1 - a0 / np.pi), ppu, 24))
-    top = idt.eye_height + 0.45
-    ys = np.linspace(top, bottom, _n(top - bottom, ppu, 12))
+    th = np.linspace(a0, 2 * np.pi - a0, _n(2 * np.pi * 1.25 * (1 - a0 / np.pi), ppu, 24))
+    top = idt.head_height * 0.97
+    hang = idt.eye_height + 0.1  # above this the hair follows the skull, below it hangs
+    ys = np.concatenate([np.linspace(top, hang, _n(1.6 * (top - hang), ppu, 8), endpoint=False),
+                         np.linspace(hang, bottom, _n(hang - bottom, ppu, 12))])
     T, Yg = np.meshgrid(th, ys)
     sx, sz = _superellipse(T, idt.squareness)
-    y0 = np.array([idt.eye_height + 0.1])
-    w = float(half_width(idt, y0)[0]) + idt.hair_volume + 0.03
-    fd = float(front_depth(idt, y0)[0])
-    bd = float(back_depth(idt, y0)[0]) + idt.hair_volume + 0.03
-    flare = 1 + 0.12 * smoothstep(top - 0.3, bottom, Yg)
-    # hair hangs straight: the cross-section of the head at eye height, widening a little downward
-    Xg = w * sx * flare
-    Zg = np.where(sz >= 0, (fd * 0.45) * sz, bd * sz * flare)
     rng = np.random.default_rng(np.random.SeedSequence([idt.texture_seed, 13]))
-    strands = np.interp(T, np.linspace(0, 2 * np.pi, 901), rng.uniform(-1, 1, 901))
+    clumps = np.interp(T, np.linspace(0, 2 * np.pi, 61), rng.uniform(-1, 1, 61))
+    down = smoothstep(hang, bottom, Yg)
+    off = idt.hair_volume + 0.1 + 0.06 * np.sin(np.pi * np.clip(down * 1.6, 0, 1)) + 0.03 * clumps + 0.12 * down ** 2
+    ang = np.degrees(np.minimum(T, 2 * np.pi - T))
+    off = 0.02 + (off - 0.02) * smoothstep(np.degrees(a0), np.degrees(a0) + 35, ang)  # hug the face at the front
+    yc = np.maximum(Yg, hang)  # the skull's cross-section at this height (constant below ``hang``)
+    w = half_width(idt, yc)
+    fd = front_depth(idt, yc) * 0.45
+    depth = fd + (back_depth(idt, yc) - fd) * smoothstep(0.3, -0.3, sz)
+    Xg = (w + off) * sx
+    Zg = (depth + off) * sz
+    strands = np.interp(T, np.linspace(0, 2 * np.pi, 601), rng.uniform(-1, 1, 601))
     ragged = 0.12 * np.interp(T * 5, np.linspace(0, 40, 401), rng.uniform(0, 1, 401))
     mask = Yg > bottom + ragged
     hair_col = np.asarray(idt.hair_color, dtype=np.float32)
-    col = np.clip(hair_col * (0.78 + 0.25 * strands)[..., None], 0, 1)
+    col = np.clip(hair_col * (0.85 + 0.15 * strands + 0.1 * clumps)[..., None], 0, 1)
     return grid_surface(np.stack([Xg, Yg, Zg], -1), col, mask, 0.15,
-                        outward=np.stack([np.zeros_like(Yg), Yg, np.zeros_like(Yg)], -1))
+                        outward=np.stack([np.zeros_like(Yg), np.minimum(Yg, hang - 0.3), np.zeros_like(Yg)], -1))
 
 
-def _tube(path: np.ndarray, radius: float, color) -> Surface:
-    """A tube of ``radius`` around a polyline ``path`` (K, 3)."""
+def _tube(path: np.ndarray, radius: float, color, ppu: float) -> Surface:
+    """A tube of ``radius`` around a polyline ``path`` (K, 3), resampled to about one sample per pixel."""
+    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    t = np.linspace(0, arc[-1], _n(arc[-1], ppu, 8))
+    path = np.stack([np.interp(t, arc, path[:, k]) for k in range(3)], -1)
     tang = np.gradient(path, axis=0)
     tang /= np.maximum(np.linalg.norm(tang, axis=-1, keepdims=True), 1e-12)
     ref = np.where(np.abs(tang[:, 1:2]) < 0.9, np.array([[0.0, 1.0, 0.0]]), np.array([[1.0, 0.0, 0.0]]))
@@ -658,24 +688,24 @@ def _glasses(idt: Identity, ppu: float) -> list[Surface]:
         y = ey + 0.01 + ry * uy
         outer = np.clip(s * (x - s * ex) / rx, 0, 1)
         z = zr - 0.08 * (y - ey) - 0.06 * outer ** 2
-        parts.append(_tube(np.stack([x, y, z], -1), r, color))
+        parts.append(_tube(np.stack([x, y, z], -1), r, color, ppu))
     # bridge over the nose
     inner = ex - rx
     bx = np.linspace(-inner, inner, 20)
     by = np.full_like(bx, ey + 0.06)
     nose = base_z(idt, bx, by) + relief(idt, bx, by)
     bz = np.maximum(zr - 0.01, nose + 0.025)
-    parts.append(_tube(np.stack([bx, by + 0.015 * (1 - (bx / inner) ** 2), bz], -1), r * 0.8, color))
+    parts.append(_tube(np.stack([bx, by + 0.015 * (1 - (bx / inner) ** 2), bz], -1), r * 0.8, color, ppu))
     # temples: from the outer edge of each rim back to the ear, clear of the side of the head
     for s in (-1, 1):
         zs = np.linspace(zr - 0.06, -0.2, 30)
-        ys = np.full_like(zs, ey + 0.04)
+        ys = np.full_like(zs, ey + 0.07)  # hinged at the rim's upper outer corner, above the pupil
         w = half_width(idt, ys)
         fd = front_depth(idt, ys)
         n_ = idt.squareness
         head_x = w * np.clip(1 - np.clip(zs / fd, 0, 1) ** n_, 0, 1) ** (1 / n_)
         xs = np.maximum(ex + rx + 0.005, head_x + 0.045)
-        parts.append(_tube(np.stack([s * xs, ys, zs], -1), r * 0.7, color))
+        parts.append(_tube(np.stack([s * xs, ys, zs], -1), r * 0.7, color, ppu))
     return parts
 
 

@@ -60,6 +60,7 @@ class Surface:
     specular: np.ndarray  # (N,) float32
     du: np.ndarray  # (N, 3) float32
     dv: np.ndarray  # (N, 3) float32
+    inside: tuple[float, float, float] | None = None  # colour of the back faces, if they are drawn
 
     def __len__(self) -> int:
         return len(self.points)

@@ -61,7 +61,7 @@ class Identity:
     brow_height: float = 0.22
     brow_thickness: float = 0.05
     brow_arch: float = 0.04
-    nose_length: float = 0.50  # eye line to nose tip
+    nose_length: float = 0.43  # eye line to nose tip
     nose_height: float = 0.27  # protrusion of the tip
     nose_width: float = 0.15  # half-width across the alae
     nose_bridge: float = 0.09
@@ -159,7 +159,7 @@ def sample_identity(seed: int, index: int) -> Identity:
         brow_height=float(0.22 + n(0, 0.018) - 0.015 * m),
         brow_thickness=float(np.clip(0.045 + n(0, 0.008) + 0.01 * m, 0.03, 0.07)),
         brow_arch=float(np.clip(0.045 + n(0, 0.014) - 0.012 * m, 0.0, 0.08)),
-        nose_length=float(0.50 + n(0, 0.03) + 0.015 * m),
+        nose_length=float(0.43 + n(0, 0.03) + 0.015 * m),
         nose_height=float(np.clip(0.26 + n(0, 0.03) + 0.015 * m, 0.18, 0.36)),
         nose_width=float(np.clip(0.15 + n(0, 0.015) + 0.01 * m, 0.11, 0.2)),
         nose_bridge=float(np.clip(0.09 + n(0, 0.02), 0.04, 0.14)),

@@ -24,14 +24,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .face import LANDMARKS, FaceModel, build_face
+from .geometry import Surface
 from .identity import Identity
 
 WINDOW_HALF = 1.3  # head units from the crop's centre to its edge, at zoom 1
-FACE_ANCHOR = np.array([0.0, -0.45, 0.55])  # the crop is centred on this point of the head, as posed
+FACE_ANCHOR = np.array([0.0, -0.45, 0.75])  # the crop is centred on this point of the head, as posed
 PIVOT = np.array([0.0, -0.5, -0.15])  # the head turns about this point (top of the neck)
 CAMERA_DISTANCE = 10.0
 DEPTH_TOLERANCE = 0.015  # samples this close behind the front-most one are averaged into the pixel
 VISIBILITY_TOLERANCE = 0.03
+PINHOLE_DEPTH = 0.05  # a pixel this much behind most of its neighbours is a hole in the front surface
 
 
 @dataclass
@@ -88,6 +90,12 @@ def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
+def transform(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``p @ m.T`` for ``(N, 3)`` points and a small ``(K, 3)`` matrix, without BLAS: BLAS would start a
+    thread pool per worker process for these thin products and oversubscribe the CPUs several times."""
+    return sum(p[:, j, None] * m[None, :, j] for j in range(3))
+
+
 def pixels_per_unit(size: int, zoom: float = 1.0) -> float:
     """Output pixels per head unit in a ``size`` px picture (at the pivot's depth)."""
     return size / (2 * WINDOW_HALF) * zoom
@@ -103,7 +111,7 @@ class _Projection:
 
 def _project(points: np.ndarray, rot: np.ndarray, size: int, scene: Scene) -> _Projection:
     pivot = PIVOT.astype(np.float32)
-    cam = (points - pivot) @ rot.T + pivot  # (N, 3) camera frame, y up
+    cam = transform(points - pivot, rot) + pivot  # (N, 3) camera frame, y up
     ppu = pixels_per_unit(size, scene.zoom)
     persp = CAMERA_DISTANCE / (CAMERA_DISTANCE - cam[:, 2])
     anchor = (FACE_ANCHOR - PIVOT) @ rot.T.astype(np.float64) + PIVOT
@@ -121,14 +129,16 @@ def _background(size: int, scene: Scene) -> np.ndarray:
         yy = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
         return np.broadcast_to(base * (1.05 - 0.1 * yy), (size, size, 3)).copy()
     rng = np.random.default_rng(scene.background_seed)
-    other = rng.uniform(0.1, 0.9, 3)
+    grey = float(rng.uniform(0.25, 0.75))
+    base = 0.5 * base + 0.5 * grey  # muted colours: an indoor scene, not a test card
+    other = 0.5 * rng.uniform(0.1, 0.9, 3) + 0.5 * grey
     t = np.linspace(0, 1, size, dtype=np.float32)
     ang = rng.uniform(0, 2 * np.pi)
     g = np.clip(0.5 + (t[None, :] - 0.5) * np.cos(ang) + (t[:, None] - 0.5) * np.sin(ang), 0, 1)[..., None]
     img = Image.fromarray(np.uint8(255 * (base * (1 - g) + other * g)))
     d = ImageDraw.Draw(img, "RGBA")
     for _ in range(int(rng.integers(6, 18))):
-        col = tuple(int(c) for c in rng.integers(20, 235, 3)) + (int(rng.integers(90, 255)),)
+        col = tuple(int(0.55 * c + 0.45 * 255 * grey) for c in rng.integers(20, 235, 3)) + (int(rng.integers(90, 255)),)
         x0, y0 = rng.uniform(-0.2, 1.0, 2) * size
         w, h = rng.uniform(0.05, 0.6, 2) * size
         kind = rng.integers(4)
@@ -139,7 +149,8 @@ def _background(size: int, scene: Scene) -> np.ndarray:
         elif kind == 2:
             d.line([(x0, y0), (x0 + w, y0 + h)], fill=col, width=int(rng.integers(1, max(2, size // 25))))
         else:
-            pts = [(float(x0 + rng.uniform(0, w)), float(y0 + rng.uniform(0, h))) for _ in range(int(rng.integers(3, 6)))]
+            n_pts = int(rng.integers(3, 6))
+            pts = [(float(x0 + rng.uniform(0, w)), float(y0 + rng.uniform(0, h))) for _ in range(n_pts)]
             d.polygon(pts, fill=col)
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0) * size / 256))
     return np.asarray(img, dtype=np.float32) / 255.0
@@ -160,29 +171,38 @@ def render(model: FaceModel, yaw: float = 0.0, pitch: float = 0.0, roll: float =
     names in :data:`~.face.LANDMARKS`, "left" = image-left of a frontal face = the subject's right).
     """
     scene = scene or Scene()
-    s = model.surface
     rot = rotation_matrix(yaw, pitch, roll)
     rot32 = rot.astype(np.float32)
     # back-face culling in the head frame: keep samples whose normal faces the camera
-    eye = (rot.T @ np.array([0.0, 0.0, CAMERA_DISTANCE]) + PIVOT).astype(np.float32)
-    facing = np.einsum("ij,ij->i", s.normals, eye - s.points) > -0.05 * CAMERA_DISTANCE
-    idx = np.nonzero(facing)[0]
-    pr = _project(s.points[idx], rot32, size, scene)
-    n = s.normals[idx] @ rot32.T  # (M, 3) camera frame
+    eye = (rot.T @ (np.array([0.0, 0.0, CAMERA_DISTANCE]) - PIVOT) + PIVOT).astype(np.float32)  # camera, head frame
+    vis = []
+    for part in model.parts:
+        facing = np.einsum("ij,ij->i", part.normals, eye - part.points) > -0.05 * CAMERA_DISTANCE
+        i = np.nonzero(facing)[0]
+        vis.append(Surface(part.points[i], part.normals[i], part.albedo[i], part.specular[i], part.du[i], part.dv[i]))
+        if part.inside is not None:
+            # the inner side of the face, seen only through the eye fissures and the open mouth
+            j = np.nonzero(~facing)[0]
+            vis.append(Surface(part.points[j], -part.normals[j],
+                               np.broadcast_to(np.float32(part.inside), (len(j), 3)), np.zeros(len(j), np.float32),
+                               part.du[j], part.dv[j]))
+    s = Surface.concat(vis)
+    pr = _project(s.points, rot32, size, scene)
+    n = transform(s.normals, rot32)  # (M, 3) camera frame
     light = np.asarray(scene.light, dtype=np.float32)
     light = light / np.linalg.norm(light)
     half = light + np.array([0.0, 0.0, 1.0], dtype=np.float32)
     half /= np.linalg.norm(half)
-    lam = np.clip(n @ light, 0, None)
+    lam = np.clip(sum(n[:, k] * light[k] for k in range(3)), 0, None)
     amb = scene.ambient * (0.85 + 0.15 * n[:, 1])
-    spec = scene.specular * s.specular[idx] * np.clip(n @ half, 0, None) ** 20
+    spec = scene.specular * s.specular * np.clip(sum(n[:, k] * half[k] for k in range(3)), 0, None) ** 20
     lc = np.asarray(scene.light_color, dtype=np.float32)
-    color = (s.albedo[idx] * (amb + scene.diffuse * lam)[:, None] + spec[:, None]) * lc  # (M, 3)
+    color = (s.albedo * (amb + scene.diffuse * lam)[:, None] + spec[:, None]) * lc  # (M, 3)
 
     # splat each sample over kx x ky pixels: the on-screen distance to its grid neighbours
     u, v, z = pr.u, pr.v, pr.z
-    du = np.abs(s.du[idx] @ rot32[:2].T)  # (M, 2) screen extent of the neighbour vectors (head units)
-    dv = np.abs(s.dv[idx] @ rot32[:2].T)
+    du = np.abs(transform(s.du, rot32[:2]))  # (M, 2) screen extent of the neighbour vectors (head units)
+    dv = np.abs(transform(s.dv, rot32[:2]))
     ext = np.maximum(du, dv) * pr.scale[:, None]
     kxy = np.clip(np.ceil(ext - 0.2), 1, 4).astype(np.int64)
     code = kxy[:, 0] * 8 + kxy[:, 1]
@@ -213,15 +233,28 @@ def render(model: FaceModel, yaw: float = 0.0, pitch: float = 0.0, roll: float =
     covered = (cnt > 0).reshape(size, size)
     img = (acc / np.maximum(cnt, 1)[:, None]).astype(np.float32).reshape(size, size, 3)
 
-    # close pinholes (a pixel no sample landed in, inside the face), then soften the silhouette
-    cov = covered.astype(np.float32)
-    nb = _box3(cov) - cov
-    fill = (~covered) & (nb >= 5)
+    # close pinholes: a pixel that no sample of the front surface landed in shows whatever lies behind
+    # (another surface, or the background) while most of its neighbours are clearly nearer; take their colour
+    zg = zbuf.reshape(size, size)
+    zp = np.pad(zg, 1, constant_values=-np.inf)
+    cp = np.pad(img, [(1, 1), (1, 1), (0, 0)])
+    n_near = np.zeros((size, size), dtype=np.float32)
+    c_near = np.zeros((size, size, 3), dtype=np.float32)
+    z_near = np.full((size, size), -np.inf, dtype=np.float32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dx or dy:
+                zn = zp[1 + dy:1 + dy + size, 1 + dx:1 + dx + size]
+                m = (zn > zg + PINHOLE_DEPTH).astype(np.float32)
+                n_near += m
+                c_near += cp[1 + dy:1 + dy + size, 1 + dx:1 + dx + size] * m[..., None]
+                z_near = np.maximum(z_near, np.where(m > 0, zn, -np.inf))
+    fill = n_near >= 5
     if fill.any():
-        col = _box3(img * cov[..., None]) / np.maximum(nb, 1)[..., None]
-        img = np.where(fill[..., None], col, img)
+        img = np.where(fill[..., None], c_near / np.maximum(n_near, 1)[..., None], img)
+        zg = np.where(fill, z_near, zg)
         covered = covered | fill
-        cov = covered.astype(np.float32)
+    cov = covered.astype(np.float32)
     cnt9 = _box3(cov)
     near = np.where(covered[..., None], img, _box3(img * cov[..., None]) / np.maximum(cnt9, 1)[..., None])
     alpha = np.where(covered, np.maximum((2 * cov + cnt9 / 9) / 3, 0.85), (cnt9 / 9) / 3)[..., None]
@@ -239,15 +272,20 @@ def render(model: FaceModel, yaw: float = 0.0, pitch: float = 0.0, roll: float =
     # landmarks
     pts = np.stack([model.landmarks[k] for k in LANDMARKS]).astype(np.float32)
     lp = _project(pts, rot32, size, scene)
-    zgrid = zbuf.reshape(size, size)
+    zgrid = zg
     marks = {}
     for i, name in enumerate(LANDMARKS):
         x, y = float(lp.u[i]), float(lp.v[i])
         ix, iy = int(np.floor(x)), int(np.floor(y))
         visible = False
         if 0 <= ix < size and 0 <= iy < size:
+            # visible when, in some pixel of its 3x3 neighbourhood, nothing lies clearly in front of it
+            # (pixels of background do not count: near a silhouette they would make anything visible);
+            # a grazing surface advances about a pixel in depth per pixel across, hence the tolerance
+            tol = VISIBILITY_TOLERANCE + 1.0 / float(lp.scale[i])
             win = zgrid[max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2]
-            visible = bool(lp.z[i] >= win.min() - VISIBILITY_TOLERANCE)
+            win = win[np.isfinite(win)]
+            visible = bool(win.size == 0 or (lp.z[i] >= win - tol).any())
         marks[name] = (x, y, visible)
     return pil, marks
 

@@ -125,8 +125,9 @@ def paint_identity(idt: Identity, res: int = 256) -> Canvas:
     # stubble / beard shadow: jaw, chin and upper lip, broken up by noise
     if idt.stubble > 0:
         ym = idt.mouth_y
-        region = (np.exp(-0.5 * ((Y - (ym - 0.25)) / 0.38) ** 2) * (Y < ym + 0.16)
-                  * (np.abs(X) < 0.8) * (1 - np.exp(-0.5 * ((X / 0.32) ** 2 + ((Y - (ym + 0.32)) / 0.12) ** 2))))
+        region = (np.exp(-0.5 * ((Y - (ym - 0.25)) / 0.38) ** 2) * np.clip((ym + 0.2 - Y) / 0.08, 0, 1)
+                  * np.clip((0.8 - np.abs(X)) / 0.15, 0, 1)
+                  * (1 - np.exp(-0.5 * ((X / 0.3) ** 2 + ((Y - (ym + 0.3)) / 0.1) ** 2))))
         region = np.clip(region * 1.2, 0, 1) * (0.75 + 0.25 * smooth_noise(rng, res, 60))
         cv.multiply(region * 0.5 * idt.stubble, np.asarray(idt.hair_color) / np.maximum(skin, 0.05) * 0.6 + 0.4)
 
@@ -295,7 +296,7 @@ def paint_expression(base: Canvas, idt: Identity, apertures: list[Aperture], aus
             ny = ey - idt.nose_length + 0.02
             cx = s * (idt.mouth_width + 0.07)
             pts = [(nx, ny), (nx + s * 0.07, ny - 0.13), (cx, ym - 0.03), (cx - s * 0.01, ym - 0.13)]
-            strokes.append((pts, min(1.0, 0.7 * f)))
+            strokes.append((pts, min(1.0, 0.8 * f)))
         # dimple (AU14)
         f14 = side_of(14, s)
         if f14 > 0.05:
