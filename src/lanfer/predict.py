@@ -26,7 +26,6 @@ input size and normalisation.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from collections import deque
