@@ -134,6 +134,9 @@ def format_metrics(metrics: dict, title: str = "") -> str:
         lines.append(title)
     lines.append(f"  images {metrics['n']}   accuracy {100 * metrics['accuracy']:.2f}%   "
                  f"mean class accuracy {100 * metrics['mean_class_accuracy']:.2f}%")
+    if len(metrics["classes"]) > 12:  # e.g. identity pretraining: a 48x48 table helps nobody in a terminal
+        lines.append(f"  ({len(metrics['classes'])} classes: per-class recall and confusion matrix in metrics.json)")
+        return "\n".join(lines)
     width = max(len(c) for c in metrics["classes"])
     lines.append("  per-class recall:")
     for c in metrics["classes"]:
