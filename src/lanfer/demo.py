@@ -45,7 +45,7 @@ class DemoConfig:
     batch_size: int = 32
     lr: float = 0.02
     seed: int = 0
-    num_workers: int = 2
+    num_workers: int = -1  # auto: 0 on CPU, several on GPU (lanfer.config.resolve_workers)
     resume: bool = False
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

@@ -166,14 +166,14 @@ def write_metrics(metrics: dict, path: str | Path) -> Path:
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: str | None = None,
                         split: str = "test", subset: str | None = None, options: dict | None = None,
                         overrides: list[str] | None = None, batch_size: int = 64, device: str = "auto",
-                        num_workers: int = 2, out: str | Path | None = None, progress: bool = True) -> dict:
+                        num_workers: int = -1, out: str | Path | None = None, progress: bool = True) -> dict:
     """Evaluate a saved model on a dataset split (optionally a pose-list subset).
 
     ``data`` is either a YAML config (its ``data`` section is used) or a dataset name with ``root``.
     Image size and normalisation come from the checkpoint, so evaluation matches training.
     """
     from .checkpoint import load_model
-    from .config import Config, load_config
+    from .config import load_config, resolve_workers
     from .data import EvalPreset, build_dataset, collate
 
     if device == "auto":
@@ -201,7 +201,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     if list(ds.classes) != list(classes):
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {ds.classes}; "
                          "evaluate on a dataset with the same label set and order")
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=resolve_workers(num_workers, device),
+                        collate_fn=collate)
     metrics = evaluate(model, loader, classes, device, progress=progress)
     metrics["checkpoint"] = str(checkpoint)
     metrics["dataset"] = {"name": cfg.data.name, "root": cfg.data.root, "split": split,

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import distributed as dist
 from .checkpoint import (CheckpointError, load_state, load_training_state, save_model, save_training_state)
-from .config import Config, ConfigError
+from .config import Config, ConfigError, resolve_workers
 from .data import EvalPreset, TrainPreset, build_dataset, collate
 from .evaluate import evaluate, format_metrics, write_metrics
 from .guidance import Guidance
@@ -108,7 +108,8 @@ def make_sampler(cfg: Config, dataset, epoch: int):
 
 
 def make_loader(cfg: Config, dataset, train: bool, epoch: int = 0) -> DataLoader:
-    kw: dict[str, Any] = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
+    kw: dict[str, Any] = dict(batch_size=cfg.train.batch_size,
+                              num_workers=resolve_workers(cfg.data.num_workers, cfg.train.device),
                               collate_fn=collate, pin_memory=torch.cuda.is_available(),
                               persistent_workers=False)
     if train:
@@ -132,7 +133,7 @@ def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, st
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.guidance.max_images]
         ds = Subset(ds, sorted(idx.tolist()))
     loader = DataLoader(ds, batch_size=max(cfg.train.batch_size, 64), shuffle=False,
-                        num_workers=cfg.data.num_workers, collate_fn=collate)
+                        num_workers=resolve_workers(cfg.data.num_workers, cfg.train.device), collate_fn=collate)
     backbone = backbone.to(device).eval()
 
     @torch.no_grad()

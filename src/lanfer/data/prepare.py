@@ -121,6 +121,8 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
     splits = list(splits or default_splits(cfg))
     out.mkdir(parents=True, exist_ok=True)
     workers = cfg.data.num_workers if num_workers is None else num_workers
+    if workers < 0:  # auto: decoding is all the work here, so use every core
+        workers = min(8, os.cpu_count() or 1)
     info: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "dataset": cfg.data.name, "root": cfg.data.root,
         "options": dict(cfg.data.options), "image_size": size, "classes": None, "splits": {},
