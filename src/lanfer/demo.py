@@ -40,10 +40,13 @@ class DemoConfig:
     pretrain_images: int = 24  # images per pretraining identity
     image_size: int = 112  # 112 px gives a 4x4 F_o lattice (224 px: the paper's 7x7)
     folds: int = 2  # identity-disjoint folds evaluated (KDEF protocol: 10)
-    epochs: int = 8
+    epochs: int = 10
     pretrain_epochs: int = 6
     batch_size: int = 32
-    lr: float = 0.02
+    lr: float = 0.01
+    # Short schedules on ~600 images: heavy augmentation kept the 30-epoch GPU run at chance (its train
+    # accuracy too), so the demo trains on the plain resized faces by default.
+    augment: bool = False
     seed: int = 0
     num_workers: int = -1  # auto: 0 on CPU, several on GPU (lanfer.config.resolve_workers)
     resume: bool = False
@@ -88,7 +91,7 @@ def _stage_data(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
 
 def _train_cfg(cfg: DemoConfig, **sections) -> Any:
     d: dict[str, Any] = {
-        "data": {"image_size": cfg.image_size, "num_workers": cfg.num_workers, "augment": True},
+        "data": {"image_size": cfg.image_size, "num_workers": cfg.num_workers, "augment": cfg.augment},
         "train": {"batch_size": cfg.batch_size, "lr": cfg.lr, "warmup_epochs": 1, "progress": True,
                   "channels_last": True},
         "guidance": {"seeds": 3},
@@ -153,7 +156,9 @@ def run_demo(cfg: DemoConfig) -> dict:
         for name, label in MODELS:
             _log(f"stage 4: fold {fold + 1}/{cfg.folds}: fine-tuning {label}")
             fcfg = _train_cfg(cfg, model={"name": name, "num_classes": 7, "pretrained": str(backbone)},
-                              data={"name": "kdef", "root": str(expr_root), "val_split": "test",
+                              # val_split None: the last epoch is reported, never the best epoch on the
+                              # test identities (that would select on the test set)
+                              data={"name": "kdef", "root": str(expr_root), "val_split": None,
                                     "test_split": "test", "options": {"fold": fold, "folds": cfg.folds}},
                               train={"epochs": cfg.epochs})
             results[name].append(_run(fcfg, out / f"{name}_fold{fold}", cfg.resume))

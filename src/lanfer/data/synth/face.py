@@ -14,11 +14,15 @@ parts there and the mouth cavity and teeth behind it show through. The eye fissu
 skin in the shape of the current lid aperture (AU5 raises the upper lid, AU6/AU7 narrow the eye); the
 eyeballs are separate ellipsoids behind them, with the lids draped over them. Because every part is a real
 surface, self-occlusion in :mod:`.render` (a z-buffer) is correct at any pose: at a 90 degree profile the
-far eye and the far mouth corner are behind the head.
+far eye and the far mouth corner are behind the head. The skin's inner side is drawn too (dark), so a look
+through the fissures or the open mouth at a steep angle ends inside the head, not on the background.
+
+Everything that no expression changes (scalp, hair, ears, neck, glasses, the identity's texture) is built
+once per person and cached (:func:`_head_base`); an expression rebuilds only the face block.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -155,16 +159,19 @@ def expression_field(idt: Identity, aus: dict, X: np.ndarray, Y: np.ndarray, low
     ey, ym, xc = idt.eye_height, idt.mouth_y, idt.mouth_width
     by = ey + idt.brow_height
     tip = ey - idt.nose_length
+    lids = {ap.side: ap.upper for ap in apertures(idt, aus)}
     for s in (-1, 1):
+        # the brow fields move the brows and the forehead, not the lid margins (the apertures own those)
+        above_lids = smoothstep(ey + lids[s] + 0.01, ey + lids[s] + 0.1, Y)
         i = _side(aus, 1, s)
         if i:
-            dy += 0.12 * i * gauss(X - s * 0.14, Y - by, 0.13, 0.16)
+            dy += 0.12 * i * gauss(X - s * 0.14, Y - by, 0.13, 0.16) * above_lids
         i = _side(aus, 2, s)
         if i:
-            dy += 0.11 * i * gauss(X - s * 0.42, Y - (by + 0.02), 0.14, 0.16)
+            dy += 0.11 * i * gauss(X - s * 0.42, Y - (by + 0.02), 0.14, 0.16) * above_lids
         i = _side(aus, 4, s)
         if i:
-            g = gauss(X - s * 0.2, Y - by, 0.15, 0.1)
+            g = gauss(X - s * 0.2, Y - by, 0.15, 0.1) * above_lids
             dy -= 0.08 * i * g
             dx -= s * 0.05 * i * g
             dz += 0.02 * i * gauss(X, Y - (ey + 0.15), 0.09, 0.09)
@@ -177,7 +184,7 @@ def expression_field(idt: Identity, aus: dict, X: np.ndarray, Y: np.ndarray, low
         if i:
             dy += 0.05 * i * gauss(X - s * idt.nose_width * 0.8, Y - (tip + 0.02), 0.07, 0.07)
             dy += 0.025 * i * gauss(X - s * 0.1, Y - (ym + 0.07), 0.12, 0.06)
-            dy -= 0.025 * i * gauss(X - s * 0.14, Y - by, 0.12, 0.09)
+            dy -= 0.025 * i * gauss(X - s * 0.14, Y - by, 0.12, 0.09) * above_lids
             dz += 0.01 * i * gauss(X, Y - (ey - 0.06), 0.06, 0.09)
         i = _side(aus, 10, s)
         if i:
@@ -297,7 +304,7 @@ class _HeadBase:
     texture: Canvas
     eye_centres: list[tuple[float, float, float]]  # eyeball centres (subject's right, left)
     eye_radii: tuple[float, float, float]
-    static: Surface  # scalp and back of the head, hair, ears, neck, glasses
+    static: list[Surface]  # scalp and back of the head (drawn inside too); hair, ears, neck, glasses
 
 
 def _hairline(idt: Identity, theta: np.ndarray, wobble: np.ndarray) -> np.ndarray:
@@ -376,7 +383,7 @@ def _head_base(idt_key: tuple, px_per_unit: float) -> _HeadBase:
                                                          rng.uniform(-1, 1, 1201))
 
     # eyeballs sit just behind the skin at the eye centres; the lids are draped over them per expression
-    radii = (idt.eye_width * 1.3, 0.15, 0.14)  # wider than the fissure: it fills the corners at any angle
+    radii = (idt.eye_width * 1.3, 0.18, 0.14)  # larger than the fissure: it fills it from any angle
     centres = []
     for s in (-1, 1):
         ex = np.array([s * idt.eye_spacing])
@@ -406,6 +413,11 @@ def _head_base(idt_key: tuple, px_per_unit: float) -> _HeadBase:
     inner[r0:r1 - 1, c0 + 1:c1 - 1] = True  # the block without its margin
     Pn = np.stack([X, Y, Z], -1).astype(np.float32)
     static = [grid_surface(Pn, albedo, keep & ~inner, spec, wrap_u=True, outward=np.zeros(3))]
+    static[0].inside = INSIDE
+    # the scalp under the hair, seen only from within (through the open mouth or the eyes): coarse
+    scalp = grid_surface(Pn[::2, ::2], albedo[::2, ::2], ~keep[::2, ::2], 0.0, wrap_u=True, outward=np.zeros(3))
+    scalp.inside, scalp.outside = INSIDE, False
+    static.append(scalp)
     if thick.max() > 0:
         H = Pn + _grid_normals(Pn) * thick[..., None]
         hc = np.clip(hair_col * strand * (0.9 + 0.2 * smoothstep(0.3, 1.2, Y)[..., None]), 0, 1)
@@ -415,8 +427,10 @@ def _head_base(idt_key: tuple, px_per_unit: float) -> _HeadBase:
         static.append(_hair_curtain(idt, px_per_unit))
     if idt.glasses:
         static += _glasses(idt, px_per_unit)
+    two_sided = [p for p in static if p.inside is not None]
+    one_sided = [p for p in static if p.inside is None]
     return _HeadBase(X, Y, Z, sz, front, albedo, spec, keep, hair, (r0, r1, c0, c1), texture, centres, radii,
-                     Surface.concat(static))
+                     two_sided + [Surface.concat(one_sided)])
 
 
 def _key(idt: Identity) -> tuple:
@@ -458,13 +472,24 @@ def build_face(idt: Identity, aus: dict | None = None, px_per_unit: float = 100.
     dx, dy, dz = expression_field(idt, aus, X, Y, Y < idt.mouth_y)
     P = np.stack([X + wf * dx, Y + wf * dy, base.Z[blk] + wf * dz], -1).astype(np.float32)  # (h, w, 3)
 
-    # drape the lids over the eyeballs, so that no eyeball pokes through the skin
-    for c in base.eye_centres:
+    # drape the lids over the eyeballs: no eyeball pokes through the skin, and at the fissure the lids lie
+    # on the eyeball (a look into the fissure from any side meets the eye, not the inside of the head)
+    aps = apertures(idt, aus)
+    for c, ap in zip(base.eye_centres, aps):
         ez = _eyeball_front(c, base.eye_radii, P[..., 0], P[..., 1])
         inside = np.isfinite(ez) & (sz > 0.3)
-        P[..., 2] = np.where(inside, _smax(P[..., 2], np.where(inside, ez, 0) + 0.008, 0.014), P[..., 2])
-
-    aps = apertures(idt, aus)
+        z = np.where(inside, _smax(P[..., 2], np.where(inside, ez, 0) + 0.008, 0.014), P[..., 2])
+        # near the fissure, pull the skin toward the eyeball's depth *at the lid margin*, so that the lid
+        # slopes smoothly onto the eye (a cliff there would be undersampled and let the background through)
+        u = np.clip((X - ap.cx) / ap.half_width, -1, 1)
+        mx, up, lo = ap.curves(u)
+        edge_y = np.where(Y > ap.cy + ap.tilt * u * ap.side, up, lo)
+        edge_z = _eyeball_front(c, base.eye_radii, mx, edge_y)
+        edge_z = np.where(np.isfinite(edge_z), edge_z, c[2]) + 0.008
+        gap = np.maximum.reduce([Y - up, lo - Y, (np.abs((X - ap.cx) / ap.half_width) - 1) * ap.half_width,
+                                 np.zeros_like(u)])
+        hug = np.exp(-(gap / 0.05) ** 2) * (sz > 0.3)
+        P[..., 2] = z * (1 - hug) + np.minimum(z, edge_z) * hug
     keep = base.keep[blk].copy()
     keep[-1, :] = keep[:, 0] = keep[:, -1] = False  # the margin belongs to the static part
     for ap in aps:
@@ -478,7 +503,7 @@ def build_face(idt: Identity, aus: dict | None = None, px_per_unit: float = 100.
     albedo[painted] += delta.sample(X[painted], Y[painted]) * (1 - base.hair[blk][painted, None])
     face = grid_surface(P, albedo, keep, base.specular[blk], outward=np.zeros(3))
     face.inside = INSIDE
-    parts = [base.static, face]
+    parts = base.static + [face]
     parts += _eyes(idt, base, px_per_unit)
     parts += _mouth_inside(idt, aus, px_per_unit)
 
@@ -541,11 +566,6 @@ def _eyes(idt: Identity, base: _HeadBase, ppu: float) -> list[Surface]:
         front_half = p[..., 2] > c[2]
         p[..., 2] += np.where(front_half, CORNEA * np.clip(1 - (r / (1.15 * iris_r)) ** 2, 0, 1), 0.0)
         out.append(grid_surface(p, np.clip(col, 0, 1), None, spec, outward=np.asarray(c)))
-        # the socket behind the eyeball: a look past the eyeball (from below, from the side) ends here
-        back = (c[0], c[1], c[2] - 0.05)
-        q, _, _ = _ellipsoid(back, (rx * 1.5, ry * 1.6, rz), _n(2 * rx, ppu * 0.5, 10), _n(2 * ry, ppu * 0.5, 10),
-                             (-1.2, 1.2), (-1.2, 1.2))
-        out.append(grid_surface(q, np.float32(INSIDE), None, 0.0, outward=np.asarray(back)))
     return out
 
 
@@ -606,7 +626,7 @@ def _neck(idt: Identity, ppu: float) -> Surface:
     rz, zc = 0.58, -0.3
     circ = np.pi * (rx + rz)
     th = np.linspace(-np.pi, np.pi, _n(circ, ppu, 24), endpoint=False)
-    ys = np.linspace(-0.8, -2.6, _n(1.8, ppu, 12))
+    ys = np.linspace(-0.85, -2.15, _n(1.3, ppu * 0.5, 12))  # shading barely changes along the neck
     T, Yg = np.meshgrid(th, ys)
     p = np.stack([rx * np.sin(T), Yg, zc + rz * np.cos(T)], -1)
     shade = 0.75 + 0.25 * smoothstep(-1.2, -1.7, Yg)  # shadow under the jaw
@@ -707,8 +727,3 @@ def _glasses(idt: Identity, ppu: float) -> list[Surface]:
         xs = np.maximum(ex + rx + 0.005, head_x + 0.045)
         parts.append(_tube(np.stack([s * xs, ys, zs], -1), r * 0.7, color, ppu))
     return parts
-
-
-def with_glasses(idt: Identity, style: str) -> Identity:
-    """The same person with (``"round"``/``"rect"``) or without (``""``) glasses."""
-    return replace(idt, glasses=style)

@@ -61,6 +61,7 @@ class Surface:
     du: np.ndarray  # (N, 3) float32
     dv: np.ndarray  # (N, 3) float32
     inside: tuple[float, float, float] | None = None  # colour of the back faces, if they are drawn
+    outside: bool = True  # False: only the back faces are drawn (a lining seen from within)
 
     def __len__(self) -> int:
         return len(self.points)

@@ -93,7 +93,10 @@ def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
 def transform(p: np.ndarray, m: np.ndarray) -> np.ndarray:
     """``p @ m.T`` for ``(N, 3)`` points and a small ``(K, 3)`` matrix, without BLAS: BLAS would start a
     thread pool per worker process for these thin products and oversubscribe the CPUs several times."""
-    return sum(p[:, j, None] * m[None, :, j] for j in range(3))
+    out = np.empty((len(p), len(m)), dtype=np.result_type(p, m))
+    for k in range(len(m)):
+        out[:, k] = p[:, 0] * m[k, 0] + p[:, 1] * m[k, 1] + p[:, 2] * m[k, 2]
+    return out
 
 
 def pixels_per_unit(size: int, zoom: float = 1.0) -> float:
@@ -178,8 +181,10 @@ def render(model: FaceModel, yaw: float = 0.0, pitch: float = 0.0, roll: float =
     vis = []
     for part in model.parts:
         facing = np.einsum("ij,ij->i", part.normals, eye - part.points) > -0.05 * CAMERA_DISTANCE
-        i = np.nonzero(facing)[0]
-        vis.append(Surface(part.points[i], part.normals[i], part.albedo[i], part.specular[i], part.du[i], part.dv[i]))
+        if part.outside:
+            i = np.nonzero(facing)[0]
+            vis.append(Surface(part.points[i], part.normals[i], part.albedo[i], part.specular[i], part.du[i],
+                               part.dv[i]))
         if part.inside is not None:
             # the inner side of the face, seen only through the eye fissures and the open mouth
             j = np.nonzero(~facing)[0]
@@ -204,7 +209,7 @@ def render(model: FaceModel, yaw: float = 0.0, pitch: float = 0.0, roll: float =
     du = np.abs(transform(s.du, rot32[:2]))  # (M, 2) screen extent of the neighbour vectors (head units)
     dv = np.abs(transform(s.dv, rot32[:2]))
     ext = np.maximum(du, dv) * pr.scale[:, None]
-    kxy = np.clip(np.ceil(ext - 0.2), 1, 4).astype(np.int64)
+    kxy = np.clip(np.ceil(ext - 0.2), 1, 6).astype(np.int64)
     code = kxy[:, 0] * 8 + kxy[:, 1]
     us, vs, zs, cs = [u], [v], [z], [color]
     for c in np.unique(code):
