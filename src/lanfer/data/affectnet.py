@@ -77,7 +77,7 @@ def _find_image_dir(root: Path) -> Path | None:
 
 
 @register_dataset("affectnet")
-def build_affectnet(root, split, transform=None, subset=None, classes=None, skip_bad=False, **options):
+def build_affectnet(root, split, transform=None, classes=None, skip_bad=False, **options):
     """AffectNet (either release); see the module docstring for layouts and options."""
     check_options("affectnet", options, {"num_classes", "crop", "release", "check_files"})
     want = normalize_split("affectnet", split, _SPLITS)
@@ -103,9 +103,6 @@ def build_affectnet(root, split, transform=None, subset=None, classes=None, skip
     else:
         raise DataError(f"affectnet: under {str(root)!r} found neither {csv_name} (original release, with "
                         f"Manually_Annotated_Images/) nor {v2_dir.name}/images + annotations (newer release)")
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds
 
 

@@ -120,7 +120,7 @@ _REGISTRY: dict[str, Callable[..., FERDataset]] = {}
 
 
 def register_dataset(name: str):
-    """Decorator: make a builder ``fn(root, split, transform=None, subset=None, **options)`` available
+    """Decorator: make a builder ``fn(root, split, transform=None, **options)`` available
     to :func:`build_dataset` and to configs as ``data.name``."""
 
     def deco(fn):
@@ -157,7 +157,11 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform: Cal
         raise DataError(f"dataset {name!r} needs a root folder: set data.root (e.g. --set data.root=/data/{name})")
     if not Path(root).exists():
         raise DataError(f"dataset root {str(root)!r} does not exist; download the dataset and point data.root at it")
-    ds = _REGISTRY[name](root, split, transform=transform, subset=subset, **options)
+    ds = _REGISTRY[name](root, split, transform=transform, **options)
+    if subset is not None:  # the one place pose lists are applied, for every reader alike
+        from .poselists import restrict_to_list
+
+        restrict_to_list(ds, subset)
     if len(ds) == 0:
         raise DataError(f"dataset {name!r} at {str(root)!r} has no images in split {split!r}; "
                         "check the folder layout against the README")

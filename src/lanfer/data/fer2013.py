@@ -80,7 +80,7 @@ def parse_pixels(text: str) -> np.ndarray | None:
 
 
 @register_dataset("fer2013")
-def build_fer2013(root, split, transform=None, subset=None, classes=None, skip_bad=False, **options):
+def build_fer2013(root, split, transform=None, classes=None, skip_bad=False, **options):
     """FER2013 from Kaggle's csv or from ``train|test/<class>/`` folders (see the module docstring)."""
     check_options("fer2013", options, {"source"})
     check_classes("fer2013", FER2013_CLASSES, classes)
@@ -100,9 +100,6 @@ def build_fer2013(root, split, transform=None, subset=None, classes=None, skip_b
     else:
         raise DataError(f"fer2013: found neither {' / '.join(CSV_NAMES)} nor train/<class>/ folders under "
                         f"{str(root)!r}; point data.root at Kaggle's fer2013.csv or the folder release")
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds
 
 

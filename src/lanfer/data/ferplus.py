@@ -136,7 +136,7 @@ def _find_folders(root: Path) -> Path | None:
 
 
 @register_dataset("ferplus")
-def build_ferplus(root, split, transform=None, subset=None, classes=None, skip_bad=False, **options):
+def build_ferplus(root, split, transform=None, classes=None, skip_bad=False, **options):
     """FERPlus in one of its official layouts (see the module docstring for layouts and options)."""
     check_options("ferplus", options, {"label_mode", "source", "labels", "fer2013", "check_files"})
     check_classes("ferplus", FERPLUS_CLASSES, classes)
@@ -186,9 +186,6 @@ def build_ferplus(root, split, transform=None, subset=None, classes=None, skip_b
     else:
         raise DataError(f"ferplus: source={source!r} must be 'auto', 'folders', 'csv' or 'labelcsv'")
     ds.report["label_mode"] = mode
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds
 
 

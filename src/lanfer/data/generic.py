@@ -18,7 +18,7 @@ def _resolve_classes(found: list[str], classes: list[str] | None, where: str) ->
 
 
 @register_dataset("imagefolder")
-def build_imagefolder(root, split, transform=None, subset=None, classes=None, skip_bad=False, **_):
+def build_imagefolder(root, split, transform=None, classes=None, skip_bad=False, **_):
     """``root/<split>/<class_name>/*.jpg``. Class order from ``classes`` or the sorted folder names."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
@@ -33,14 +33,11 @@ def build_imagefolder(root, split, transform=None, subset=None, classes=None, sk
             if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
                 samples.append(Sample(str(f), names.index(name), {"class_name": name}))
     ds = FERDataset(samples, names, transform, name="imagefolder", skip_bad=skip_bad)
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds
 
 
 @register_dataset("csv")
-def build_csv(root, split, transform=None, subset=None, classes=None, skip_bad=False, **_):
+def build_csv(root, split, transform=None, classes=None, skip_bad=False, **_):
     """A CSV file with a header: ``path,label[,split]`` (+ any extra columns, kept as metadata).
 
     ``root`` is the CSV file (or a folder holding ``labels.csv``); relative paths are relative to the CSV's
@@ -91,7 +88,4 @@ def build_csv(root, split, transform=None, subset=None, classes=None, skip_bad=F
         meta["line"] = line
         samples.append(Sample(str(p), k, meta))
     ds = FERDataset(samples, names, transform, name="csv", skip_bad=skip_bad)
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds

@@ -151,7 +151,7 @@ def kdef_folds(root: str | Path, folds: int = 10, by: str = "subject", seed: int
 
 
 @register_dataset("kdef")
-def build_kdef(root, split, transform=None, subset=None, classes=None, skip_bad=False, **options):
+def build_kdef(root, split, transform=None, classes=None, skip_bad=False, **options):
     """KDEF with k-fold cross-validation splits; see the module docstring for options."""
     check_options("kdef", options, {"fold", "folds", "fold_by", "seed", "crop", "crop_box", "views"})
     check_classes("kdef", KDEF_CLASSES, classes)
@@ -197,7 +197,4 @@ def build_kdef(root, split, transform=None, subset=None, classes=None, skip_bad=
     issues.finish(report)
     ds = KDEFDataset(samples, KDEF_CLASSES, transform, name="kdef", skip_bad=skip_bad, root=base,
                      report=report, crop=crop, crop_box=crop_box)
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds

@@ -255,7 +255,7 @@ _FOLD_KEYS = ("fold", "folds", "fold_by", "seed")
 
 
 @register_dataset("prepared")
-def build_prepared(root, split, transform=None, subset=None, classes=None, skip_bad=False, **options):
+def build_prepared(root, split, transform=None, classes=None, skip_bad=False, **options):
     """A :func:`prepare` cache. ``options`` may repeat the original dataset's options: they must match what
     the cache was built with (a different ``num_classes`` would silently change the labels otherwise)."""
     folder = Path(root)
@@ -305,9 +305,6 @@ def build_prepared(root, split, transform=None, subset=None, classes=None, skip_
     ds.root = info.get("root")
     ds.report = {"source": str(folder), "split": split, "kept": len(samples),
                  "rows": info["splits"][stored]["n"], "prepared_from": info["dataset"]}
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds
 
 

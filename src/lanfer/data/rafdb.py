@@ -38,7 +38,7 @@ def find_rafdb_root(root: str | Path) -> Path:
 
 
 @register_dataset("rafdb")
-def build_rafdb(root, split, transform=None, subset=None, classes=None, skip_bad=False, **options):
+def build_rafdb(root, split, transform=None, classes=None, skip_bad=False, **options):
     """RAF-DB basic: ``split`` is ``train`` or ``test``. See the module docstring for layout and options."""
     check_options("rafdb", options, {"images", "check_files"})
     check_classes("rafdb", RAFDB_CLASSES, classes)
@@ -95,7 +95,4 @@ def build_rafdb(root, split, transform=None, subset=None, classes=None, skip_bad
     issues.finish(report)
     ds = OfficialDataset(samples, RAFDB_CLASSES, transform, name="rafdb", skip_bad=skip_bad, root=base,
                          report=report)
-    if subset is not None:
-        from .poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds

@@ -30,7 +30,7 @@ def _fold_of(identities: list[str], folds: int, seed: int) -> dict[str, int]:
 
 
 @register_dataset("synth")
-def build_synth(root, split, transform=None, subset=None, classes=None, skip_bad=False, **options):
+def build_synth(root, split, transform=None, classes=None, skip_bad=False, **options):
     """A synthetic set from ``root/metadata.csv`` (``root`` may also be the csv itself)."""
     unknown = sorted(set(options) - {"fold", "folds", "seed", "views"})
     if unknown:
@@ -101,7 +101,4 @@ def build_synth(root, split, transform=None, subset=None, classes=None, skip_bad
         raise DataError(f"synth: {path} has no identities in split {split!r} (splits present: {have}); sets of "
                         "fewer than 5 identities have no val split: use split=test, or folds=k")
     ds = FERDataset(samples, names, transform, name="synth", skip_bad=skip_bad)
-    if subset is not None:
-        from ..poselists import restrict_to_list
-        restrict_to_list(ds, subset)
     return ds
