@@ -73,3 +73,32 @@ def test_paper_config_trains_one_step_on_official_layout(tmp_path, config):
     metrics = train(cfg, out=tmp_path / "run")
     assert metrics["n"] == 4 and 0.0 <= metrics["accuracy"] <= 1.0
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def _fixture_for(name, tmp_path):
+    """The official-layout fixture of each dataset, written by the loader tests' own writers."""
+    from test_data_layouts import write_affectnet, write_ferplus, write_kdef
+
+    if name.startswith("rafdb"):
+        return write_rafdb(tmp_path)
+    if name.startswith("ferplus"):
+        return write_ferplus(tmp_path)
+    if name.startswith("affectnet"):
+        return write_affectnet(tmp_path)
+    if name.startswith("kdef"):
+        return write_kdef(tmp_path, subjects=4, sessions="A", size=(40, 40)).parent
+    raise AssertionError(f"no fixture for {name}")
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.stem.startswith("rafdb")], ids=lambda p: p.stem)
+def test_every_paper_row_trains_one_step_on_its_fixture(tmp_path, path):
+    """`lanfer train configs/<row>.yaml --set data.root=...` runs for every paper row."""
+    from lanfer.cli import main
+
+    root = _fixture_for(path.stem, tmp_path)
+    extra = ["data.options.folds=2"] if path.stem.startswith("kdef") else []
+    args = ["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"]
+    for o in SMOKE + [f"data.root={root}"] + extra:
+        args += ["--set", o]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "best.safetensors").is_file() and (tmp_path / "run" / "metrics.json").is_file()

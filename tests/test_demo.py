@@ -1,0 +1,40 @@
+"""`lanfer demo --quick` end to end (the acceptance smoke test for the main job)."""
+import json
+
+import pytest
+
+from lanfer.cli import main
+from lanfer.config import ConfigError
+from lanfer.demo import VIEW_ORDER, DemoConfig, run_demo
+
+
+def test_quick_demo_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["models"]) == {"resnet18", "lan_resnet18"}
+    for m in summary["models"].values():
+        assert set(m["by_view"]) == set(VIEW_ORDER)
+        assert m["accuracy"]["n"] == 2 and 0 <= m["accuracy"]["mean"] <= 1
+        assert sum(map(sum, m["confusion_matrix"])) == 4 * 2 * 7 * 5  # every image tested once over the folds
+    html = (out / "report.html").read_text()
+    assert "Synthetic data" in html and "<table>" in html
+    assert html.count("data:image/png;base64,") >= 4  # 2 confusion matrices, curves, attention grid
+    assert (out / "lan_resnet18_fold0" / "guidance.safetensors").is_file()
+    printed = capsys.readouterr().out
+    assert "LAN" in printed and "FL (-90)" in printed
+
+    # rerun without --resume refuses to touch the folder; with --resume every stage is reused
+    with pytest.raises(ConfigError, match="--resume"):
+        run_demo(DemoConfig.quick_preset(out=str(out)))
+    before = (out / "lan_resnet18_fold1" / "best.safetensors").stat().st_mtime_ns
+    again = run_demo(DemoConfig.quick_preset(out=str(out), resume=True))
+    assert (out / "lan_resnet18_fold1" / "best.safetensors").stat().st_mtime_ns == before
+    assert again["models"]["lan_resnet18"]["accuracy"] == summary["models"]["lan_resnet18"]["accuracy"]
+
+
+def test_demo_bad_sizes_are_explained(tmp_path):
+    with pytest.raises(ConfigError, match="at least 2 folds"):
+        run_demo(DemoConfig.quick_preset(out=str(tmp_path / "a"), folds=1))
+    with pytest.raises(ConfigError, match="fewer than --folds"):
+        run_demo(DemoConfig.quick_preset(out=str(tmp_path / "b"), identities=2, folds=3))
