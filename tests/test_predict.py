@@ -115,7 +115,11 @@ def test_batching_does_not_mix_faces(predictor, two_faces):
     assert len(one) == len(many) == 4
     assert one["source"].tolist() == ["array:0"] * 2 + ["array:1"] * 2
     cols = [f"prob_{c}" for c in CLASSES]
-    assert np.abs(one[cols].to_numpy() - many[cols].to_numpy()).max() < 1e-5
+    # Float32 convolutions pick other kernels for other batch sizes (seen: 1.5e-5 apart); faces mixed up
+    # between batch slots would differ by far more (these two faces' probabilities differ by ~1e-2).
+    diff = np.abs(one[cols].to_numpy() - many[cols].to_numpy()).max()
+    assert diff < 1e-4
+    assert np.abs(one[cols].to_numpy()[0] - one[cols].to_numpy()[1]).max() > 10 * diff
     # each face of the mirrored picture is found at the mirrored place; the turned one has the opposite yaw
     orig, mirr = one.iloc[0:2], one.iloc[2:4]
     centre = lambda t: ((t["x1"] + t["x2"]) / 2).to_numpy()  # noqa: E731
