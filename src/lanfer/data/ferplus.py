@@ -231,11 +231,8 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
         if votes is None:
             issues.bad(f"{where}: vote counts {cells[2:]} are not 10 non-negative numbers")
             continue
-        label = votes_to_label(votes, mode)
+        label = _label_or_exclude(votes, mode, name, where, report, excluded)
         if label is None:
-            reason = _why_dropped(votes)
-            count(report, reason)
-            excluded[name.rsplit(".", 1)[0].lower()] = f"{where}: {reason} under label_mode={mode}"
             continue
         if image_dir is not None:
             path = image_dir / name
@@ -296,6 +293,17 @@ def _pixels_from_kaggle(kaggle: Path, rows, wanted: dict[int, int], samples, iss
     return pixels[keep], kept
 
 
+
+def _label_or_exclude(votes, mode: str, name: str, where: str, report: dict, excluded: dict):
+    """The row's label under ``mode``; or None, with the reason counted in ``report`` and the image
+    remembered in ``excluded`` (so a pose list naming it can say why it is absent)."""
+    label = votes_to_label(votes, mode)
+    if label is None:
+        reason = _why_dropped(votes)
+        count(report, reason)
+        excluded[name.rsplit(".", 1)[0].lower()] = f"{where}: {reason} under label_mode={mode}"
+    return label
+
 def _why_dropped(votes: list[float]) -> str:
     v = _remove_outliers(votes)
     if sum(v) <= 0:
@@ -328,11 +336,8 @@ def _from_label_csv(folder: Path, usage: str, mode: str, transform, skip_bad: bo
             if not cells[0] or votes is None:
                 issues.bad(f"{where}: expected 'name[,box],10 vote counts', found {cells}")
                 continue
-            label = votes_to_label(votes, mode)
+            label = _label_or_exclude(votes, mode, cells[0], where, report, excluded)
             if label is None:
-                reason = _why_dropped(votes)
-                count(report, reason)
-                excluded[cells[0].rsplit(".", 1)[0].lower()] = f"{where}: {reason} under label_mode={mode}"
                 continue
             image = folder / cells[0]
             if check and not files.exists(image):
