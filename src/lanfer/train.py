@@ -231,7 +231,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
     from tqdm.auto import tqdm
 
     model.train()
-    sums = torch.zeros(4, dtype=torch.float64)  # total, ce, bce (summed over samples), correct
+    sums = torch.zeros(5, dtype=torch.float64)  # total, ce, bce, correct, guidance-map mean (summed over samples)
     seen = 0
     t0 = time.perf_counter()
     use_guidance = guidance is not None and cfg.loss.alpha > 0
@@ -263,17 +263,20 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
         step += 1
         b = images.shape[0]
         hard = labels.argmax(1) if labels.ndim == 2 else labels
+        # the guidance map's share of 1s shows drift: fine-tuned F_o leaving the pretrained centres' split
+        gfrac = gmap.mean().item() if gmap is not None else 0.0
         sums += torch.tensor([total.item() * b, ce.item() * b, bce.item() * b,
-                              (out.logits.argmax(1) == hard).sum().item()], dtype=torch.float64)
+                              (out.logits.argmax(1) == hard).sum().item(), gfrac * b], dtype=torch.float64)
         seen += b
         if progress:
             bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
     counts = dist.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64)]))
-    n = max(1.0, counts[4].item())
+    n = max(1.0, counts[5].item())
     dt = time.perf_counter() - t0
     return {"train_loss": counts[0].item() / n, "train_ce": counts[1].item() / n,
             "train_bce": counts[2].item() / n, "train_accuracy": counts[3].item() / n,
-            "train_images": int(counts[4].item()), "images_per_s": counts[4].item() / max(dt, 1e-9),
+            "train_guidance_frac": counts[4].item() / n,
+            "train_images": int(counts[5].item()), "images_per_s": counts[5].item() / max(dt, 1e-9),
             "lr": scheduler.get_last_lr()[0]}, step
 
 
