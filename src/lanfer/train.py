@@ -231,7 +231,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
     from tqdm.auto import tqdm
 
     model.train()
-    sums = torch.zeros(5, dtype=torch.float64)  # total, ce, bce, correct, guidance-map mean (summed over samples)
+    # total, ce, bce, correct, guidance-map mean, summed over samples; kept on the device so the step never
+    # waits for a GPU->CPU copy (one sync per epoch, plus the progress bar's when it is shown)
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
     seen = 0
     t0 = time.perf_counter()
     use_guidance = guidance is not None and cfg.loss.alpha > 0
@@ -264,13 +266,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
         b = images.shape[0]
         hard = labels.argmax(1) if labels.ndim == 2 else labels
         # the guidance map's share of 1s shows drift: fine-tuned F_o leaving the pretrained centres' split
-        gfrac = gmap.mean().item() if gmap is not None else 0.0
-        sums += torch.tensor([total.item() * b, ce.item() * b, bce.item() * b,
-                              (out.logits.argmax(1) == hard).sum().item(), gfrac * b], dtype=torch.float64)
+        gfrac = gmap.mean() if gmap is not None else torch.zeros((), device=device)
+        sums += torch.stack([total.detach() * b, ce.detach() * b, bce.detach() * b,
+                             (out.logits.argmax(1) == hard).sum(), gfrac * b]).double()
         seen += b
         if progress:
             bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
-    counts = dist.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64)]))
+    counts = dist.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)])).cpu()
     n = max(1.0, counts[5].item())
     dt = time.perf_counter() - t0
     return {"train_loss": counts[0].item() / n, "train_ce": counts[1].item() / n,
