@@ -1,6 +1,13 @@
 """Shared fixtures: tiny generated datasets so tests run in seconds on 2 CPU cores."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -29,3 +36,53 @@ def make_imagefolder(root, classes=("happy", "sad", "neutral"), per_class=8, spl
 @pytest.fixture
 def tiny_folder(tmp_path):
     return make_imagefolder(tmp_path / "data")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real photos: the face-api demo pictures (six group photos, 22 faces), fetched with npm when available
+
+FACE_API = "@vladmandic/face-api@1.7.15"
+# faces a person counts in each picture; sample4's dress pattern also gets a low-score false detection
+FACE_API_FACES = {"sample1.jpg": 3, "sample2.jpg": 3, "sample3.jpg": 3, "sample4.jpg": 4, "sample5.jpg": 5,
+                  "sample6.jpg": 4}
+
+
+def face_api_cache_dir() -> Path:
+    base = os.environ.get("LANFER_CACHE") or Path.home() / ".cache" / "lanfer"
+    return Path(base) / "face-api"
+
+
+@pytest.fixture(scope="session")
+def face_api_photos() -> dict[str, np.ndarray]:
+    """The six demo photos, fetched once with `npm pack` into ~/.cache/lanfer/face-api (or $LANFER_CACHE)."""
+    cache = face_api_cache_dir()
+    if not all((cache / n).is_file() for n in FACE_API_FACES):
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("npm is not installed: cannot fetch the face-api demo photos")
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                subprocess.run([npm, "pack", FACE_API, "--pack-destination", tmp, "--silent"], check=True,
+                               capture_output=True, timeout=180)
+            except (subprocess.SubprocessError, OSError) as e:
+                pytest.skip(f"npm pack {FACE_API} failed (offline?): {e}")
+            tgz = next(Path(tmp).glob("*.tgz"))
+            with tarfile.open(tgz) as tar:
+                for member in tar.getmembers():
+                    name = Path(member.name).name
+                    if member.isfile() and member.name == f"package/demo/{name}" and name in FACE_API_FACES:
+                        (cache / name).write_bytes(tar.extractfile(member).read())
+    return {n: np.asarray(Image.open(cache / n).convert("RGB")) for n in FACE_API_FACES}
+
+
+@pytest.fixture(scope="session")
+def face_api_counts() -> dict[str, int]:
+    """Faces a person counts in each demo photo."""
+    return dict(FACE_API_FACES)
+
+
+@pytest.fixture(scope="session")
+def face_api_paths(face_api_photos) -> list[Path]:
+    """The cached photo files (after face_api_photos has fetched them)."""
+    return [face_api_cache_dir() / n for n in face_api_photos]

@@ -7,13 +7,8 @@ images, fetched with npm into a cache when npm and the registry are reachable) f
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -377,39 +372,7 @@ def test_mtcnn_inputs(mtcnn):
 # ---------------------------------------------------------------------------------------------------------
 # MTCNN on real photos (the face-api demo pictures: six group photos, 22 faces)
 
-FACE_API = "@vladmandic/face-api@1.7.15"
-# faces a person counts in each picture; sample4's dress pattern also gets a low-score false detection
-FACE_API_FACES = {"sample1.jpg": 3, "sample2.jpg": 3, "sample3.jpg": 3, "sample4.jpg": 4, "sample5.jpg": 5,
-                  "sample6.jpg": 4}
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("LANFER_CACHE") or Path.home() / ".cache" / "lanfer"
-    return Path(base) / "face-api"
-
-
-@pytest.fixture(scope="module")
-def face_api_photos() -> dict[str, np.ndarray]:
-    """The six demo photos, fetched once with `npm pack` into ~/.cache/lanfer/face-api (or $LANFER_CACHE)."""
-    cache = _cache_dir()
-    if not all((cache / n).is_file() for n in FACE_API_FACES):
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed: cannot fetch the face-api demo photos")
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                subprocess.run([npm, "pack", FACE_API, "--pack-destination", tmp, "--silent"], check=True,
-                               capture_output=True, timeout=180)
-            except (subprocess.SubprocessError, OSError) as e:
-                pytest.skip(f"npm pack {FACE_API} failed (offline?): {e}")
-            tgz = next(Path(tmp).glob("*.tgz"))
-            with tarfile.open(tgz) as tar:
-                for member in tar.getmembers():
-                    name = Path(member.name).name
-                    if member.isfile() and member.name == f"package/demo/{name}" and name in FACE_API_FACES:
-                        (cache / name).write_bytes(tar.extractfile(member).read())
-    return {n: np.asarray(Image.open(cache / n).convert("RGB")) for n in FACE_API_FACES}
+# The photos and the counts a person made come from conftest.py (face_api_photos, face_api_counts).
 
 
 @pytest.fixture(scope="module")
@@ -423,8 +386,8 @@ def face_api_faces(mtcnn, face_api_photos) -> dict[str, list[Face]]:
     return dict(zip(face_api_photos, results))
 
 
-def test_mtcnn_finds_the_faces_in_group_photos(face_api_faces):
-    for (name, faces), expected in zip(face_api_faces.items(), FACE_API_FACES.values()):
+def test_mtcnn_finds_the_faces_in_group_photos(face_api_faces, face_api_counts):
+    for (name, faces), expected in zip(face_api_faces.items(), face_api_counts.values()):
         assert expected <= len(faces) <= expected + 1, (name, len(faces))
         for f in faces:
             x1, y1, x2, y2 = f.box

@@ -337,13 +337,11 @@ def test_cli_writes_predictions_and_overlays(checkpoint, two_faces, tmp_path, ca
 
 
 # ----------------------------------------------------------------------------------------------------------
-# real photos: the face-api demo pictures (fetched by test_faces.py's fixture when npm is available)
-
-from test_faces import FACE_API_FACES, _cache_dir, face_api_photos  # noqa: E402,F401  (fixture reused)
+# real photos: the face-api demo pictures (conftest.py fetches them when npm is available)
 
 
-def test_real_photos_give_a_row_per_face_and_an_overlay(predictor, face_api_photos, tmp_path):  # noqa: F811
-    paths = [_cache_dir() / name for name in FACE_API_FACES]
+def test_real_photos_give_a_row_per_face_and_an_overlay(predictor, face_api_paths, face_api_counts, tmp_path):
+    paths = face_api_paths
     # The smallest of these 22 faces is ~150 px wide in the 1920 px photos: searching from 80 px instead of
     # 20 px makes MTCNN's pyramid ~4x cheaper and finds exactly the faces a person counts.
     p = Predictor(predictor.runner, predictor.classes, predictor.image_size, predictor.normalize,
@@ -353,7 +351,7 @@ def test_real_photos_give_a_row_per_face_and_an_overlay(predictor, face_api_phot
     elapsed = time.perf_counter() - start
     counts = {p.name: int(((table["source"] == str(p)) & (table["status"] == "ok")).sum()) for p in paths}
     print(f"\npredict on the face-api photos: faces per image {counts}, {elapsed:.2f} s")
-    for name, expected in FACE_API_FACES.items():
+    for name, expected in face_api_counts.items():
         assert expected <= counts[name] <= expected + 1, (name, counts[name])
         assert (tmp_path / "ov" / name).is_file()
     ok = table[table["status"] == "ok"]
