@@ -38,6 +38,22 @@ def tiny_folder(tmp_path):
     return make_imagefolder(tmp_path / "data")
 
 
+def write_rafdb_noise(tmp_path, n_train=6, n_test=4, size=100):
+    """RAF-DB basic in its official layout (EmoLabel/list_patition_label.txt + Image/aligned/), with
+    random-noise aligned faces of ``size`` px and labels cycling through 1..7."""
+    base = tmp_path / "basic"
+    (base / "EmoLabel").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    names = [f"train_{i:05d}.jpg" for i in range(1, n_train + 1)] + [f"test_{i:04d}.jpg" for i in range(1, n_test + 1)]
+    for k, name in enumerate(names):
+        lines.append(f"{name} {k % 7 + 1}")
+        path = base / "Image" / "aligned" / f"{name[:-4]}_aligned.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    (base / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    return base
+
 # ---------------------------------------------------------------------------------------------------------
 # Real photos: the face-api demo pictures (six group photos, 22 faces), fetched with npm when available
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_rafdb_noise
 from lanfer.config import load_config
 from lanfer.data import available_datasets
 from lanfer.data.affectnet import AFFECTNET_CLASSES
@@ -44,18 +45,7 @@ def test_config_loads_and_matches_its_dataset(path):
 
 
 def write_rafdb(tmp_path):
-    base = tmp_path / "basic"
-    (base / "EmoLabel").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    lines = []
-    for k in range(14):
-        name = f"train_{k + 1:05d}.jpg" if k < 10 else f"test_{k - 9:04d}.jpg"
-        lines.append(f"{name} {k % 7 + 1}")
-        path = base / "Image" / "aligned" / f"{name[:-4]}_aligned.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
-    (base / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
-    return base
+    return write_rafdb_noise(tmp_path, n_train=10, n_test=4, size=40)
 
 
 SMOKE = ["model.pretrained=null", "data.image_size=32", "data.num_workers=0", "train.batch_size=4",

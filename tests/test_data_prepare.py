@@ -8,25 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_rafdb_noise
+
 from lanfer.cli import main
 from lanfer.data import DataError, EvalPreset, balanced_sampler, build_dataset
 from lanfer.data.prepare import prepare
 
 
 def write_rafdb(tmp_path, n_train=6, n_test=4):
-    """RAF-DB basic in its official layout, with random-noise aligned faces (so resizing matters)."""
-    base = tmp_path / "basic"
-    (base / "EmoLabel").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    lines = []
-    names = [f"train_{i:05d}.jpg" for i in range(1, n_train + 1)] + [f"test_{i:04d}.jpg" for i in range(1, n_test + 1)]
-    for k, name in enumerate(names):
-        lines.append(f"{name} {k % 7 + 1}")
-        path = base / "Image" / "aligned" / f"{name[:-4]}_aligned.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)).save(path)
-    (base / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
-    return base
+    """RAF-DB basic with random-noise aligned faces (so resizing matters)."""
+    return write_rafdb_noise(tmp_path, n_train, n_test, size=100)
 
 
 def rafdb_config(tmp_path, base, **data):
