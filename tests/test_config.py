@@ -23,6 +23,7 @@ def test_defaults_and_overrides(tmp_path):
     ("model.fusion=max", "model.fusion='max' is not one of"),
     ("loss.alpha=-1", "loss.alpha=-1.0 must be >= 0"),
     ("nonsense", "not of the form key=value"),
+    ("data.augment=mirror", "data.augment='mirror' is not one of true, false, full, flip, none"),
 ])
 def test_bad_overrides_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -36,3 +37,32 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("model: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("value,mode", [("true", "full"), ("false", "none"), ("flip", "flip"), ("none", "none")])
+def test_augment_modes(value, mode):
+    from lanfer.config import augment_mode
+
+    cfg = load_config(None, [f"data.augment={value}"])
+    assert augment_mode(cfg.data.augment) == mode
+
+
+def test_flip_preset_only_mirrors():
+    """``augment: flip`` gives the resized picture or its exact mirror image, nothing else."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from lanfer.data.presets import EvalPreset, TrainPreset
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    plain = EvalPreset(32, "none")(im)
+    torch.manual_seed(0)
+    outs = [TrainPreset(32, "none", augment="flip")(im) for _ in range(20)]
+    mirrored = [torch.equal(o, plain.flip(-1)) for o in outs]
+    same = [torch.equal(o, plain) for o in outs]
+    assert all(m or s for m, s in zip(mirrored, same)) and any(mirrored) and any(same)
+    assert torch.equal(TrainPreset(32, "none", augment=False)(im), plain)
+    with pytest.raises(ValueError, match="augment='mirror'"):
+        TrainPreset(32, augment="mirror")

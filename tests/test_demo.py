@@ -12,7 +12,7 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary["models"]) == {"resnet18", "lan_resnet18"}
+    assert set(summary["models"]) == {"resnet18", "lan_resnet18", "pixels"}  # pixels: the linear floor
     for m in summary["models"].values():
         assert set(m["by_view"]) == set(VIEW_ORDER)
         assert m["accuracy"]["n"] == 2 and 0 <= m["accuracy"]["mean"] <= 1
@@ -22,14 +22,18 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, capsys):
     assert html.count("data:image/png;base64,") >= 4  # 2 confusion matrices, curves, attention grid
     assert (out / "lan_resnet18_fold0" / "guidance.safetensors").is_file()
     printed = capsys.readouterr().out
-    assert "LAN" in printed and "FL (-90)" in printed
+    assert "LAN" in printed and "FL (-90)" in printed and "Linear, raw pixels" in printed
+    pix = json.loads((out / "pixels_fold1.json").read_text())
+    assert summary["models"]["pixels"]["folds"][1]["accuracy"] == pix["accuracy"]
 
     # rerun without --resume refuses to touch the folder; with --resume every stage is reused
     with pytest.raises(ConfigError, match="--resume"):
         run_demo(DemoConfig.quick_preset(out=str(out)))
     before = (out / "lan_resnet18_fold1" / "best.safetensors").stat().st_mtime_ns
+    pix_before = (out / "pixels_fold1.json").stat().st_mtime_ns
     again = run_demo(DemoConfig.quick_preset(out=str(out), resume=True))
     assert (out / "lan_resnet18_fold1" / "best.safetensors").stat().st_mtime_ns == before
+    assert (out / "pixels_fold1.json").stat().st_mtime_ns == pix_before
     assert again["models"]["lan_resnet18"]["accuracy"] == summary["models"]["lan_resnet18"]["accuracy"]
 
 

@@ -41,13 +41,15 @@ def test_train_writes_run_dir_and_loss_goes_down(tiny_folder, tmp_path):
     assert info["classes"] == ["happy", "neutral", "sad"] and model.head is not None
 
 
-def test_resume_is_exact(tiny_folder, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_is_exact(tiny_folder, tmp_path, optimizer):
+    opt = {"train.optimizer": optimizer, "train.lr": 0.01 if optimizer == "sgd" else 1e-3}
     full = tmp_path / "full"
-    train(_cfg(tiny_folder, **{"train.epochs": 3}), out=full)
+    train(_cfg(tiny_folder, **{"train.epochs": 3}, **opt), out=full)
     part = tmp_path / "part"
-    train(_cfg(tiny_folder, **{"train.epochs": 3, "train.max_steps": 2 * 3}), out=part)  # 3 steps/epoch: stop after 2 epochs
+    train(_cfg(tiny_folder, **{"train.epochs": 3, "train.max_steps": 2 * 3}, **opt), out=part)  # 3 steps/epoch: stop after 2 epochs
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 2
-    train(_cfg(tiny_folder, **{"train.epochs": 3}), out=part, resume=True)
+    train(_cfg(tiny_folder, **{"train.epochs": 3}, **opt), out=part, resume=True)
     a = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert len(a) == len(b) == 3
@@ -56,6 +58,24 @@ def test_resume_is_exact(tiny_folder, tmp_path):
     mb, _ = load_model(part / "best.safetensors")
     for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
         assert torch.allclose(va.float(), vb.float(), atol=1e-5), k
+
+
+def test_adamw_first_step_matches_hand_computation(tiny_folder):
+    """AdamW's first step moves each weight by lr * g / (|g| + eps) plus decoupled decay lr * wd * w."""
+    from lanfer.train import build_optimizer
+
+    cfg = _cfg(tiny_folder, **{"train.optimizer": "adamw", "train.lr": 1e-3, "train.weight_decay": 0.1})
+    lin = torch.nn.Linear(4, 2)
+    w0 = lin.weight.detach().clone()
+    opt = build_optimizer(lin, cfg)
+    lin(torch.randn(5, 4)).pow(2).sum().backward()
+    g = lin.weight.grad.clone()
+    opt.step()
+    expected = w0 * (1 - 1e-3 * 0.1) - 1e-3 * g / (g.abs() + 1e-8)
+    assert torch.allclose(lin.weight.detach(), expected, atol=1e-7)
+    assert isinstance(build_optimizer(lin, _cfg(tiny_folder)), torch.optim.SGD)
+    with pytest.raises(ConfigError, match="train.optimizer='adam' is not one of sgd, adamw"):
+        _cfg(tiny_folder, **{"train.optimizer": "adam"})
 
 
 def test_existing_run_is_not_overwritten_and_bad_resume(tiny_folder, tmp_path):

@@ -226,6 +226,16 @@ def _rng_state() -> dict[str, Any]:
 # the loop
 
 
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW (``train.optimizer``), over every parameter."""
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    raise ConfigError(f"train.optimizer={t.optimizer!r} is not one of sgd, adamw")
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, guidance: Guidance | None,
                     frozen: torch.nn.Module | None, epoch: int, step: int, progress: bool) -> tuple[dict, int]:
     from tqdm.auto import tqdm
@@ -331,8 +341,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         if cfg.guidance.source == "frozen":
             frozen = copy.deepcopy(model.backbone).eval().requires_grad_(False)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    optimizer = build_optimizer(model, cfg)
     steps_per_epoch = max(1, len(make_loader(cfg, data["train"], True)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
     start_epoch, step, best = 0, 0, -1.0
