@@ -42,3 +42,18 @@ def test_demo_bad_sizes_are_explained(tmp_path):
         run_demo(DemoConfig.quick_preset(out=str(tmp_path / "a"), folds=1))
     with pytest.raises(ConfigError, match="fewer than --folds"):
         run_demo(DemoConfig.quick_preset(out=str(tmp_path / "b"), identities=2, folds=3))
+
+
+def test_demo_flags_reach_the_config(monkeypatch, tmp_path):
+    import lanfer.demo
+
+    seen = {}
+    monkeypatch.setattr(lanfer.demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
+    assert main(["demo", "--out", str(tmp_path / "d"), "--optimizer", "sgd", "--lr", "0.03", "--pretrain-lr",
+                 "0.02", "--augment", "none", "--identities", "12", "--epochs", "3"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.optimizer, cfg.lr, cfg.pretrain_lr, cfg.augment, cfg.identities, cfg.epochs) == \
+        ("sgd", 0.03, 0.02, "none", 12, 3)
+    assert DemoConfig().optimizer == "adamw" and DemoConfig().augment == "flip"  # the measured defaults
+    with pytest.raises(SystemExit):
+        main(["demo", "--augment", "mirror"])

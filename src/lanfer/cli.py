@@ -103,6 +103,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--workers", type=int, help="data-loading processes")
     p.add_argument("--lr", type=float, help="fine-tuning learning rate")
     p.add_argument("--pretrain-epochs", type=int)
+    p.add_argument("--pretrain-lr", type=float, help="identity-pretraining learning rate")
     p.add_argument("--augment", choices=("flip", "full", "none"), help="training augmentation, pretraining and fine-tuning (default flip)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), help="for pretraining and fine-tuning (default adamw)")
 
@@ -113,7 +114,7 @@ def _add_demo(sub) -> None:
                                     image_size=a.image_size, seed=a.seed, resume=a.resume,
                                     pretrain_identities=a.pretrain_identities, batch_size=a.batch_size,
                                     num_workers=a.workers, lr=a.lr, pretrain_epochs=a.pretrain_epochs,
-                                    augment=a.augment, optimizer=a.optimizer).items()
+                                    augment=a.augment, optimizer=a.optimizer, pretrain_lr=a.pretrain_lr).items()
               if v is not None}
         cfg = DemoConfig.quick_preset(**kw) if a.quick else DemoConfig(**kw)
         run_demo(cfg)
