@@ -18,7 +18,7 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, capsys):
         assert m["accuracy"]["n"] == 2 and 0 <= m["accuracy"]["mean"] <= 1
         assert sum(map(sum, m["confusion_matrix"])) == 4 * 2 * 7 * 5  # every image tested once over the folds
     html = (out / "report.html").read_text()
-    assert "Synthetic data" in html and "<table>" in html
+    assert "Synthetic data" in html and "<table>" in html and "Linear, raw pixels" in html
     assert html.count("data:image/png;base64,") >= 4  # 2 confusion matrices, curves, attention grid
     assert (out / "lan_resnet18_fold0" / "guidance.safetensors").is_file()
     printed = capsys.readouterr().out

@@ -85,6 +85,10 @@ def write_demo_report(out: Path, summary: dict) -> Path:
                      f"<td>{_pct(m['mean_class_accuracy'])}</td>"
                      + "".join(f"<td>{_pct(m['by_view'].get(v))}</td>" for v in VIEW_ORDER) + "</tr>")
     parts.append("</table>")
+    if "pixels" in summary["models"]:
+        parts.append("<p class='note'>'Linear, raw pixels' is L2 logistic regression on the 32x32 pixels of the "
+                     "same folds' training pictures: the floor a CNN must clear before its numbers mean "
+                     "anything (lanfer.pixel_baseline).</p>")
     if "timings_s" in summary:
         parts.append("<p>Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings_s"].items())
                      + "</p>")
