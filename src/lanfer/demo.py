@@ -9,7 +9,9 @@ stands in for both with the procedural renderer (:mod:`lanfer.data.synth`):
 3. fit the guidance map with that backbone (inside each fold's LAN training, on its training identities);
 4. fine-tune the ResNet-18 baseline and LAN from the same weights, same data, same schedule, same seed,
    with KDEF-style identity-disjoint folds;
-5. report accuracy overall and by view with the spread across folds (``metrics.json``, ``report.html``).
+5. fit a linear classifier on raw pixels on the same folds (:mod:`lanfer.pixel_baseline`), the floor the
+   CNNs must clear;
+6. report accuracy overall and by view with the spread across folds (``metrics.json``, ``report.html``).
 
 Every stage writes into ``--out`` and is reused when the demo is rerun with ``--resume``.
 """
