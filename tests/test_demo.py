@@ -50,10 +50,11 @@ def test_demo_flags_reach_the_config(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(lanfer.demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
     assert main(["demo", "--out", str(tmp_path / "d"), "--optimizer", "sgd", "--lr", "0.03", "--pretrain-lr",
-                 "0.02", "--augment", "none", "--identities", "12", "--epochs", "3"]) == 0
+                 "0.02", "--augment", "none", "--identities", "12", "--epochs", "3", "--workers", "0"]) == 0
     cfg = seen["cfg"]
-    assert (cfg.optimizer, cfg.lr, cfg.pretrain_lr, cfg.augment, cfg.identities, cfg.epochs) == \
-        ("sgd", 0.03, 0.02, "none", 12, 3)
+    assert (cfg.optimizer, cfg.lr, cfg.pretrain_lr, cfg.augment, cfg.identities, cfg.epochs, cfg.num_workers) == \
+        ("sgd", 0.03, 0.02, "none", 12, 3, 0)
+    assert (cfg.batch_size, cfg.folds, cfg.quick) == (DemoConfig().batch_size, DemoConfig().folds, False)
     assert DemoConfig().optimizer == "adamw" and DemoConfig().augment == "flip"  # the measured defaults
     with pytest.raises(SystemExit):
         main(["demo", "--augment", "mirror"])

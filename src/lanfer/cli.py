@@ -6,6 +6,7 @@ Errors the user can fix (bad config, missing file, bad data) are printed as one 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 
@@ -100,7 +101,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--pretrain-identities", type=int, help="people in the identity-pretraining set")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--workers", dest="num_workers", type=int, metavar="N", help="data-loading processes")
     p.add_argument("--lr", type=float, help="fine-tuning learning rate")
     p.add_argument("--pretrain-epochs", type=int)
     p.add_argument("--pretrain-lr", type=float, help="identity-pretraining learning rate")
@@ -110,12 +111,9 @@ def _add_demo(sub) -> None:
     def run(a):
         from .demo import DemoConfig, run_demo
 
-        kw = {k: v for k, v in dict(out=a.out, folds=a.folds, identities=a.identities, epochs=a.epochs,
-                                    image_size=a.image_size, seed=a.seed, resume=a.resume,
-                                    pretrain_identities=a.pretrain_identities, batch_size=a.batch_size,
-                                    num_workers=a.workers, lr=a.lr, pretrain_epochs=a.pretrain_epochs,
-                                    augment=a.augment, optimizer=a.optimizer, pretrain_lr=a.pretrain_lr).items()
-              if v is not None}
+        # every flag's dest is a DemoConfig field; flags left out keep the config's defaults
+        kw = {f.name: getattr(a, f.name) for f in dataclasses.fields(DemoConfig)
+              if f.name != "quick" and getattr(a, f.name, None) is not None}
         cfg = DemoConfig.quick_preset(**kw) if a.quick else DemoConfig(**kw)
         run_demo(cfg)
 

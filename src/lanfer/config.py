@@ -293,9 +293,7 @@ def validate(cfg: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    if not isinstance(cfg.data.augment, bool) and cfg.data.augment not in AUGMENT_MODES:
-        raise ConfigError(f"data.augment={cfg.data.augment!r} is not one of true, false, "
-                          f"{', '.join(AUGMENT_MODES)}")
+    augment_mode(cfg.data.augment)
     positive = {
         "model.num_classes": cfg.model.num_classes,
         "data.image_size": cfg.data.image_size,

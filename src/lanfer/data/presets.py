@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2 as T
 
+from ..config import augment_mode
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -48,11 +50,8 @@ class TrainPreset:
     def __init__(self, size: int = 224, normalize: str = "imagenet", augment: bool | str = True,
                  erasing: float = 0.25):
         mean, std = normalization(normalize)
-        mode = ("full" if augment else "none") if isinstance(augment, bool) else augment
-        if mode not in ("full", "flip", "none"):
-            raise ValueError(f"augment={augment!r} is not one of True, False, 'full', 'flip', 'none'")
+        mode = augment_mode(augment)  # ConfigError (a ValueError) naming the bad value
         self.size = size
-        self.mode = mode
         ops = [T.ToImage()]
         if mode == "full":
             ops += [
