@@ -31,7 +31,7 @@ def step_time(name: str, x: torch.Tensor, y: torch.Tensor, guidance, steps: int,
 
     def one():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model.forward_maps(x)
+            out = model(x, return_maps=True)
         gmap = guidance.assign(out.features.detach().float()) if out.attention is not None else None
         total, _, _ = lanfer.lan_loss(out.logits.float(), y, out.attention, gmap, alpha=0.5)
         opt.zero_grad(set_to_none=True)

@@ -1,9 +1,12 @@
+import json
+
 import pytest
 import torch
 import torchvision
 
 import lanfer
-from lanfer.checkpoint import CheckpointError, load_backbone, load_model, read_model_info, save_model
+from lanfer.checkpoint import CheckpointError, load_backbone, read_model_info, save_model
+from lanfer.model import load_model
 
 
 def _ijba_state(backbone):
@@ -67,7 +70,7 @@ def test_model_file_roundtrip_and_arch_check(tmp_path):
     m2, info2 = load_model(path)
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(m(x), m2(x))
-    assert info2["classes"] == info["classes"] and read_model_info(path)["image_size"] == 64
+    assert info2.classes == info["classes"] and read_model_info(path).input_size == 64
     with pytest.raises(CheckpointError, match="expected 'resnet18'"):
         load_model(path, expect_arch="resnet18")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
@@ -81,3 +84,54 @@ def test_state_of_other_architecture_names_keys():
     base = lanfer.create_model("resnet18")
     with pytest.raises(CheckpointError, match="unexpected keys.*head"):
         load_state(base, lan.state_dict())
+
+
+def test_model_file_in_todays_format_loads(tmp_path):
+    """A file exactly as lanfer wrote it before the typed record (format 1, train.py's info dict) still loads,
+    with the preprocessing it was trained with: RGB, the aligned template crop at its default margin."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from lanfer.info import FaceCrop
+
+    m = lanfer.create_model("resnet18", num_classes=3).eval()
+    meta = {"format": "lanfer", "format_version": "1", "arch": "resnet18"}
+    values = {"model": {"name": "resnet18", "num_classes": 3, "fusion": "add", "head_widths": [256, 128, 64],
+                        "dropout": 0.0},
+              "classes": ["happy", "neutral", "sad"], "image_size": 96, "normalize": "none",
+              "data": {"name": "imagefolder", "root": "/data/x", "options": {}}, "seed": 0, "alpha": 0.5,
+              "guidance_source": "batch"}
+    meta.update({k: json.dumps(v) for k, v in values.items()})
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path), metadata=meta)
+    m2, info = load_model(path)
+    x = torch.randn(2, 3, 96, 96)
+    assert torch.equal(m(x), m2(x))
+    assert info.arch == "resnet18" and info.classes == ["happy", "neutral", "sad"] and info.num_classes == 3
+    assert info.input_size == 96 and info.normalize == "none" and info.color == "rgb"
+    assert info.crop == FaceCrop() and info.extra == {"seed": 0, "alpha": 0.5, "guidance_source": "batch"}
+    assert info.data["name"] == "imagefolder"
+
+
+def test_model_info_roundtrips_and_refuses_bad_metadata(tmp_path):
+    from lanfer.info import FaceCrop, InfoError, ModelInfo
+
+    info = ModelInfo(arch="lan_resnet18", classes=list("abcdefgh"), input_size=112, normalize="none",
+                     color="grayscale", crop=FaceCrop(kind="box", margin=0.2, shift_y=0.05, like="ferplus"),
+                     data={"name": "ferplus"}, license="MIT labels; FER2013 images for research",
+                     command="lanfer train x.yaml", metrics={"test": {"accuracy": 0.8}})
+    back = ModelInfo.from_metadata(info.to_metadata(), "mem")
+    assert back == info
+    m = lanfer.create_model(**info.model_kwargs())
+    path = save_model(tmp_path / "m.safetensors", m, info)
+    assert read_model_info(path) == info
+    meta = info.to_metadata()
+    with pytest.raises(InfoError, match="mem: model.num_classes=3 but 8 class names"):
+        ModelInfo.from_metadata({**meta, "model": json.dumps({"name": "resnet18", "num_classes": 3})}, "mem")
+    with pytest.raises(InfoError, match="format version 2"):
+        ModelInfo.from_metadata({**meta, "format_version": "2"}, "mem")
+    with pytest.raises(InfoError, match="color='sepia'"):
+        ModelInfo.from_metadata({**meta, "color": json.dumps("sepia")}, "mem")
+    with pytest.raises(InfoError, match="not a lanfer model file"):
+        ModelInfo.from_metadata({"format": "pt"}, "mem")

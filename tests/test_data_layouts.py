@@ -6,6 +6,7 @@ colours whose value encodes the sample, so a test can tell that image and label 
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 
 import numpy as np
@@ -439,7 +440,8 @@ def test_pose_list_rafdb(tmp_path):
     assert ds.targets == [3, 5]
     assert ds.subset_info == {"file": str(lst), "name": "Pose-RAF-DB-45", "lines": 2, "matched": 2,
                               "expected": 558, "missing": 0, "label_mismatches": 0, "duplicates": 0,
-                              "examples": []}
+                              "labelled_from_list": 0, "examples": [], "mismatch_entries": [],
+                              "from_list_entries": []}
     assert ds.report["before_subset"] == 3 and ds.report["kept"] == 2
     # the original (unaligned) images match the same list by name
     with pytest.warns(UserWarning):
@@ -495,8 +497,16 @@ def test_pose_list_ferplus_png_and_dropped_images(tmp_path):
     with pytest.warns(UserWarning, match="1171"):
         ds = build_dataset("ferplus", root, "test", subset=lst)
     assert ds.targets == [7, 4]
+    # a published subset is evaluated whole: an entry the vote rule leaves out gets the list's label, reported
     lst.write_text("7/fer0000006.jpg\n0/fer0000009.jpg\n")
-    with pytest.raises(DataError, match=r"list.txt:2: .*left out by the dataset's label rule .*not_a_face"):
+    with pytest.warns(UserWarning):
+        ds = build_dataset("ferplus", root, "test", subset=lst)
+    assert ds.targets == [7, 0] and ds.subset_info["labelled_from_list"] == 1
+    assert re.search(r"list.txt:2: fer0000009.png has no label .*not_a_face.*list's neutral",
+                     ds.subset_info["from_list_entries"][0])
+    # an entry with no image at all is still an error naming the line
+    lst.write_text("7/fer0000006.jpg\n0/fer0099999.jpg\n")
+    with pytest.raises(DataError, match=r"list.txt:2: entry 'fer0099999.jpg' not found"):
         build_dataset("ferplus", root, "test", subset=lst)
 
 

@@ -49,7 +49,9 @@ def test_lan_export_outputs_metadata_and_parity(lan, tmp_path):
     proto = onnx.load(str(tmp_path / "lan.onnx"))
     onnx.checker.check_model(proto)
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta["classes"]) == CLASSES and meta["image_size"] == "64" and meta["normalize"] == "imagenet"
+    # the same codec as the safetensors header: JSON values (lanfer.info.ModelInfo)
+    assert json.loads(meta["classes"]) == CLASSES and meta["image_size"] == "64"
+    assert json.loads(meta["normalize"]) == "imagenet" and json.loads(meta["color"]) == "rgb"
     assert json.loads(meta["model"])["name"] == "lan_resnet18"
     assert [o.name for o in proto.graph.output] == ["logits", "attention"]
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 18
@@ -59,7 +61,7 @@ def test_lan_export_outputs_metadata_and_parity(lan, tmp_path):
         x = torch.randn(b, 3, 64, 64)
         logits, att = session.run(None, {"image": x.numpy()})
         with torch.no_grad():
-            ref = model.forward_maps(x)
+            ref = model(x, return_maps=True)
         assert logits.shape == (b, 7) and att.shape == (b, 1, 2, 2)
         assert np.abs(logits - ref.logits.numpy()).max() < 1e-4
         assert np.abs(att - ref.attention.numpy()).max() < 1e-4
@@ -72,7 +74,7 @@ def test_baseline_exports_logits_only_with_the_legacy_exporter_at_opset_17(tmp_p
     proto = onnx.load(str(tmp_path / "base.onnx"))
     assert [o.name for o in proto.graph.output] == ["logits"]
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
-    assert {p.key: p.value for p in proto.metadata_props}["normalize"] == "none"
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["normalize"]) == "none"
     session = ort.InferenceSession(str(tmp_path / "base.onnx"), providers=["CPUExecutionProvider"])
     x = torch.randn(3, 3, 96, 96)
     (logits,) = session.run(None, {"image": x.numpy()})

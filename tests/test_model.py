@@ -10,7 +10,7 @@ from lanfer.model import LANHead, fuse
 def test_shapes_every_variant(name, size, grid):
     m = lanfer.create_model(name, num_classes=8).eval()
     x = torch.randn(2, 3, size, size)
-    out = m.forward_maps(x)
+    out = m(x, return_maps=True)
     assert out.logits.shape == (2, 8)
     assert out.features.shape == (2, 512, grid, grid)
     if name == "resnet18":
@@ -24,7 +24,7 @@ def test_shapes_every_variant(name, size, grid):
 @pytest.mark.parametrize("fusion", ["add", "concat", "average"])
 def test_backward_finite(fusion):
     m = lanfer.create_model("lan_resnet18", num_classes=7, fusion=fusion)
-    out = m.forward_maps(torch.randn(2, 3, 64, 64))
+    out = m(torch.randn(2, 3, 64, 64), return_maps=True)
     out.logits.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
     assert m.head.body[0].weight.grad is not None
@@ -47,7 +47,7 @@ def test_fusion_by_hand():
 def test_attention_multiplies_features():
     m = lanfer.create_model("lan_resnet18", num_classes=7, fusion="add").eval()
     x = torch.randn(1, 3, 64, 64)
-    out = m.forward_maps(x)
+    out = m(x, return_maps=True)
     f_a = out.features * out.attention  # F_a = F_o (.) F_m
     expected = out.features.mean((2, 3)) + f_a.mean((2, 3))
     assert torch.allclose(out.fused, expected, atol=1e-6)
@@ -57,7 +57,7 @@ def test_attention_multiplies_features():
 def test_baseline_is_gap_fc():
     m = lanfer.create_model("resnet18", num_classes=7).eval()
     x = torch.randn(1, 3, 64, 64)
-    out = m.forward_maps(x)
+    out = m(x, return_maps=True)
     assert torch.allclose(out.logits, m.fc(out.features.mean((2, 3))), atol=1e-6)
     assert m.head is None and m.fc.in_features == 512
 

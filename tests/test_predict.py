@@ -73,7 +73,7 @@ def _hand_probs(model, crops):
     """Softmax of the model on crops normalised by hand (no EvalPreset): the independent reference."""
     x = np.stack([(c / 255.0 - MEAN) / STD for c in crops]).transpose(0, 3, 1, 2)  # (N, 3, S, S)
     with torch.no_grad():
-        out = model.forward_maps(torch.tensor(x, dtype=torch.float32))
+        out = model(torch.tensor(x, dtype=torch.float32), return_maps=True)
     return torch.softmax(out.logits, 1).numpy(), out.attention[:, 0].numpy()
 
 

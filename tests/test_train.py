@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lanfer.checkpoint import CheckpointError, load_model
+from lanfer.checkpoint import CheckpointError
+from lanfer.model import load_model
 from lanfer.config import ConfigError, config_from_dict
 from lanfer.train import train
 
@@ -38,7 +39,7 @@ def test_train_writes_run_dir_and_loss_goes_down(tiny_folder, tmp_path):
     assert log[0]["train_bce"] > 0  # the guidance term is active
     assert set(metrics) >= {"accuracy", "mean_class_accuracy", "confusion_matrix", "per_class_recall"}
     model, info = load_model(out / "best.safetensors")
-    assert info["classes"] == ["happy", "neutral", "sad"] and model.head is not None
+    assert info.classes == ["happy", "neutral", "sad"] and model.head is not None
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

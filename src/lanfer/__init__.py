@@ -4,7 +4,7 @@ Public API::
 
     import lanfer
     model = lanfer.create_model("lan_resnet18", num_classes=7)
-    out = model.forward_maps(x)            # .logits, .features (F_o), .attention (F_m), .fused (f)
+    out = model(x, return_maps=True)            # .logits, .features (F_o), .attention (F_m), .fused (f)
     guidance = lanfer.fit_guidance(F_o)    # K=2 clustering per position; guidance.assign(F_o)
     total, ce, bce = lanfer.lan_loss(out.logits, y, out.attention, guidance.assign(out.features))
 """

@@ -17,14 +17,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-FORMAT_VERSION = "1"
+from .info import FORMAT, FORMAT_VERSION, InfoError, ModelInfo, decode_metadata  # noqa: F401 (decode_metadata re-exported)
 
 # Heads of face-recognition checkpoints that are not part of the backbone: the ijba model has a 256-d
 # embedding (`feature`, 256x512) and an 87,020-way identity classifier (`fc`, 87020x256).
@@ -52,19 +52,33 @@ def _atomic_write(path: Path, write) -> None:
 # model files (safetensors)
 
 
-def save_model(path: str | Path, model: nn.Module, info: dict[str, Any]) -> Path:
-    """Write the model's tensors and ``info`` (model config, classes, image_size, normalize ...) as a
-    safetensors file. ``info`` values are stored as JSON in the metadata."""
+def save_model(path: str | Path, model: nn.Module, info: ModelInfo | Mapping[str, Any]) -> Path:
+    """Write the model's tensors and its :class:`~lanfer.info.ModelInfo` as a safetensors file.
+
+    ``info`` may also be a plain dict with the format-1 keys (``model``, ``classes``, ``image_size`` ...),
+    as code written before the typed record passes; it is checked by the same codec."""
     path = Path(path)
+    info = as_model_info(info, where=str(path))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "lanfer", "format_version": FORMAT_VERSION, "arch": getattr(model, "arch", "")}
-    meta.update({k: json.dumps(v) for k, v in info.items()})
+    meta = info.to_metadata()
     _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     return path
 
 
-def read_model_info(path: str | Path) -> dict[str, Any]:
-    """The metadata of a lanfer safetensors model file, JSON values decoded."""
+def as_model_info(info: ModelInfo | Mapping[str, Any], where: str = "model info") -> ModelInfo:
+    """A :class:`ModelInfo` from itself or from a dict of format-1 values (JSON-encoded through the codec)."""
+    if isinstance(info, ModelInfo):
+        return info
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    meta.update({k: json.dumps(v) for k, v in info.items() if k not in meta})
+    try:
+        return ModelInfo.from_metadata(meta, where)
+    except InfoError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def read_model_info(path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a lanfer safetensors model file (the tensors are not read)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -74,42 +88,18 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); pass a lanfer model file "
                               "such as RUN_DIR/best.safetensors") from None
-    if meta.get("format") != "lanfer":
-        raise CheckpointError(f"{path}: not a lanfer model file (no lanfer metadata); to load backbone "
-                              "weights from another project use model.pretrained / load_backbone")
-    return decode_metadata(meta)
+    try:
+        return ModelInfo.from_metadata(meta, str(path))
+    except InfoError as e:
+        raise CheckpointError(str(e)) from None
 
 
-def decode_metadata(meta: dict[str, str]) -> dict[str, Any]:
-    """String metadata (safetensors header, ONNX metadata_props) -> values, JSON-decoded where they are JSON."""
-    out: dict[str, Any] = {}
-    for k, v in meta.items():
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu", expect_arch: str | None = None):
-    """Rebuild a model from a lanfer safetensors file. Returns ``(model, info)``, model in eval mode.
-
-    ``info`` holds ``model`` (create_model kwargs), ``classes``, ``image_size``, ``normalize`` and what
-    else training recorded. ``expect_arch`` refuses a file of another architecture.
-    """
-    from .model import create_model
-
-    info = read_model_info(path)
-    margs = info.get("model")
-    if not isinstance(margs, dict) or "name" not in margs:
-        raise CheckpointError(f"{path}: metadata lacks the model config; was it written by lanfer?")
-    if expect_arch is not None and margs["name"] != expect_arch:
-        raise CheckpointError(f"{path}: holds a {margs['name']!r} model, expected {expect_arch!r}")
-    model = create_model(**margs)
-    state = load_file(str(path))
-    load_state(model, state, where=str(path))
-    model.to(device).eval()
-    return model, info
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, with a message naming the file when it cannot be read."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str = "state dict") -> None:

@@ -53,6 +53,14 @@ class DataConfig:
     # 9 img/s with 2 workers vs 99 img/s with none), min(8, cores) on GPU. See resolve_workers().
     num_workers: int = -1
     skip_bad: bool = False  # skip undecodable images with a counted warning instead of failing
+    # "rgb", or "grayscale": luminance replicated to 3 channels in training and, through the model's record,
+    # at prediction (FER2013/FERPlus faces are grayscale; a colour photo must reach the model the same way).
+    color: str = "rgb"
+    # How a face is cut from a photo to look like this data (lanfer.info.FaceCrop: kind, margin, shift_y, like);
+    # recorded in the model file so `lanfer predict` crops faces the way the model was trained. {} = the
+    # aligned template crop at its default margin.
+    crop: dict[str, Any] = field(default_factory=dict)
+    license: str | None = None  # the training data's terms, recorded in the model file (model card)
 
 
 def resolve_workers(num_workers: int, device: str = "auto") -> int:
@@ -289,11 +297,20 @@ def validate(cfg: Config) -> None:
         "train.schedule": (cfg.train.schedule, ("cosine", "step", "constant")),
         "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
         "data.normalize": (cfg.data.normalize, ("imagenet", "none")),
+        "data.color": (cfg.data.color, ("rgb", "grayscale")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     augment_mode(cfg.data.augment)
+    if not isinstance(cfg.data.crop, dict):
+        raise ConfigError(f"data.crop={cfg.data.crop!r} must be a mapping (kind, margin, shift_y, like)")
+    from .info import FaceCrop, InfoError
+
+    try:
+        FaceCrop(**cfg.data.crop)
+    except (TypeError, InfoError) as e:
+        raise ConfigError(f"data.crop={cfg.data.crop!r}: {e}") from None
     positive = {
         "model.num_classes": cfg.model.num_classes,
         "data.image_size": cfg.data.image_size,

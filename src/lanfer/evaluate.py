@@ -172,8 +172,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     ``data`` is either a YAML config (its ``data`` section is used) or a dataset name with ``root``.
     Image size and normalisation come from the checkpoint, so evaluation matches training.
     """
-    from .checkpoint import load_model
     from .config import load_config, resolve_workers
+    from .model import load_model
     from .data import EvalPreset, build_dataset, collate
 
     if device == "auto":
@@ -183,21 +183,21 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
         cfg = load_config(data, overrides)
     else:
         cfg = load_config(None, overrides)
-        if data is None and "data" in info:
-            cfg.data.name = info["data"].get("name", cfg.data.name)
-            cfg.data.root = info["data"].get("root")
-            cfg.data.options = dict(info["data"].get("options") or {})
+        if data is None and info.data:
+            cfg.data.name = info.data.get("name", cfg.data.name)
+            cfg.data.root = info.data.get("root")
+            cfg.data.options = dict(info.data.get("options") or {})
         elif data is not None:
             cfg.data.name = data
     if root is not None:
         cfg.data.root = root
     opts = dict(cfg.data.options)
     opts.update(options or {})
-    transform = EvalPreset(info.get("image_size", cfg.data.image_size), info.get("normalize", "imagenet"))
+    transform = EvalPreset.from_info(info)  # the preprocessing the model was trained with
     ds = build_dataset(cfg.data.name, cfg.data.root, split, transform=transform,
                        subset=subset or cfg.data.subset, classes=cfg.data.classes, skip_bad=cfg.data.skip_bad,
                        **opts)
-    classes = info.get("classes") or ds.classes
+    classes = info.classes
     if list(ds.classes) != list(classes):
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {ds.classes}; "
                          "evaluate on a dataset with the same label set and order")

@@ -21,6 +21,7 @@ as deprecated but still ships. Both give the same numbers (the parity check runs
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -33,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, as_model_info
+from .info import ModelInfo
+from .model import load_model
 from .data import EvalPreset, load_image
 from .data.base import IMAGE_EXTENSIONS
 
@@ -54,26 +57,21 @@ class _Exported(nn.Module):
         self.has_attention = getattr(model, "head", None) is not None
 
     def forward(self, image: torch.Tensor):
-        out = self.model.forward_maps(image)
+        out = self.model(image, return_maps=True)
         if self.has_attention:
             return out.logits, out.attention  # (B, K), (B, 1, h, w)
         return out.logits  # (B, K)
 
 
-def onnx_metadata(info: dict[str, Any], arch: str, image_size: int, outputs: Sequence[str]) -> dict[str, str]:
-    """The ``metadata_props`` written into an exported model (all values strings, JSON where structured)."""
-    return {
-        "format": "lanfer",
-        "arch": arch,
-        "classes": json.dumps(list(info.get("classes") or [])),
-        "image_size": str(int(image_size)),
-        "normalize": str(info.get("normalize", "imagenet")),
-        "model": json.dumps(info.get("model", {})),
-        "outputs": json.dumps(list(outputs)),
-    }
+def onnx_metadata(info: ModelInfo, image_size: int, outputs: Sequence[str]) -> dict[str, str]:
+    """The ``metadata_props`` written into an exported model: the model's record through the same codec as
+    safetensors files (at the exported input size), plus the graph's output names."""
+    meta = dataclasses.replace(info, input_size=int(image_size)).to_metadata()
+    meta["outputs"] = json.dumps(list(outputs))
+    return meta
 
 
-def export_model(model: nn.Module, info: dict[str, Any], image_size: int, opset: int = DEFAULT_OPSET) -> bytes:
+def export_model(model: nn.Module, info: ModelInfo, image_size: int, opset: int = DEFAULT_OPSET) -> bytes:
     """Trace ``model`` (eval mode, CPU) into a serialised ONNX model with metadata; see the module docstring.
 
     Returns the model as bytes (``onnxruntime.InferenceSession`` accepts them directly).
@@ -109,7 +107,7 @@ def export_model(model: nn.Module, info: dict[str, Any], image_size: int, opset:
                               f"({e})") from e
         except Exception as e:  # the exporters raise many types; the user needs the opset and the cause
             raise ExportError(f"torch.onnx export at opset {opset} failed: {type(e).__name__}: {e}") from e
-    meta = onnx_metadata(info, getattr(model, "arch", info.get("model", {}).get("name", "")), image_size, outputs)
+    meta = onnx_metadata(as_model_info(info), image_size, outputs)
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
@@ -162,7 +160,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
     """
     start = time.perf_counter()
     model, info = load_model(checkpoint, device="cpu")
-    size = int(image_size or info.get("image_size") or 224)
+    size = int(image_size or info.input_size)
     if size < 32:
         raise ValueError(f"image_size {size} is below 32 px: the backbone downsamples by 32")
     data = export_model(model, info, size, opset)
@@ -173,7 +171,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
     report: dict[str, Any] = {
         "path": str(out), "checkpoint": str(checkpoint), "opset": opset,
         "exporter": "dynamo" if opset >= 18 else "torchscript", "outputs": outputs,
-        "classes": list(info.get("classes") or []), "image_size": size, "bytes": len(data),
+        "classes": list(info.classes), "image_size": size, "bytes": len(data),
         "export_s": round(time.perf_counter() - start, 2),
     }
     if not check:
@@ -186,7 +184,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
     x = torch.randn(n_random, 3, size, size, generator=gen)
     report["parity"] = {"random": parity(model, session, x)}
     if check_images:
-        preset = EvalPreset(size, info.get("normalize", "imagenet"))
+        preset = EvalPreset(size, info.normalize, info.color)
         imgs, files = _check_inputs(check_images, preset)
         report["parity"]["images"] = parity(model, session, imgs)
         report["parity"]["n_images"] = len(files)

@@ -14,6 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from .checkpoint import CheckpointError, load_backbone, load_state, read_model_info, read_weights
+from .info import ModelInfo
+
 MODEL_NAMES = ("lan_resnet18", "resnet18")
 FUSIONS = ("add", "concat", "average")
 
@@ -92,7 +95,9 @@ def fuse(f_o: torch.Tensor, f_m: torch.Tensor, fusion: str = "add") -> torch.Ten
 class FERNet(nn.Module):
     """ResNet-18 + (optionally) the LAN head + a linear classifier.
 
-    ``model(x)`` returns logits; :meth:`forward_maps` returns a :class:`LANOutput` with F_o, F_m and f.
+    ``model(x)`` returns logits; ``model(x, return_maps=True)`` returns a :class:`LANOutput` with F_o, F_m
+    and f. Both go through ``forward``, so a DistributedDataParallel wrapper sees every training step and
+    averages gradients (a detour through a method other than ``forward`` would bypass its backward hooks).
     """
 
     def __init__(self, num_classes: int = 7, attention: bool = True, fusion: str = "add",
@@ -113,7 +118,8 @@ class FERNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)  # F_o, (B, 512, H, W)
 
-    def forward_maps(self, x: torch.Tensor) -> LANOutput:
+    def forward(self, x: torch.Tensor, return_maps: bool = False) -> torch.Tensor | LANOutput:
+        """Logits (B, num_classes), or with ``return_maps`` everything the loss and the figures need."""
         f_o = self.backbone(x)  # (B, 512, H, W)
         if self.head is None:
             f_m = None
@@ -122,10 +128,9 @@ class FERNet(nn.Module):
             f_m = self.head(f_o)  # (B, 1, H, W)
             f = fuse(f_o, f_m, self.fusion)  # (B, 512) or (B, 1024)
         logits = self.fc(self.dropout(f))  # (B, num_classes)
-        return LANOutput(logits=logits, features=f_o, attention=f_m, fused=f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_maps(x).logits
+        if return_maps:
+            return LANOutput(logits=logits, features=f_o, attention=f_m, fused=f)
+        return logits
 
 
 def create_model(name: str = "lan_resnet18", num_classes: int = 7, fusion: str = "add",
@@ -150,12 +155,30 @@ def create_model(name: str = "lan_resnet18", num_classes: int = 7, fusion: str =
                    head_widths=tuple(head_widths), dropout=dropout)
     model.arch = name  # recorded in checkpoints, checked on load
     if pretrained:
-        from .checkpoint import load_backbone
-
         report = load_backbone(model.backbone, pretrained)
         if verbose:
             print(report)
     return model
+
+
+def load_model(path, device: str | torch.device = "cpu", expect_arch: str | None = None,
+               dtype: torch.dtype | None = None) -> tuple[FERNet, ModelInfo]:
+    """Rebuild a model from a lanfer safetensors file: ``(model in eval mode, its ModelInfo)``.
+
+    The one owner of "build a model and load weights into it" (``checkpoint`` only reads files).
+    ``expect_arch`` refuses a file of another architecture. Weights stored in float16 (the shipped models)
+    are cast to the model's float32 unless ``dtype`` says otherwise.
+    """
+    info = read_model_info(path)
+    if expect_arch is not None and info.arch != expect_arch:
+        raise CheckpointError(f"{path}: holds a {info.arch!r} model, expected {expect_arch!r}")
+    model = create_model(**info.model_kwargs())
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
+             for k, v in read_weights(path).items()}
+    load_state(model, state, where=str(path))
+    model.to(device=device, dtype=dtype).eval()
+    return model, info
 
 
 def model_kwargs_from_config(model_cfg) -> dict:

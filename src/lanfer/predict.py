@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import CheckpointError, decode_metadata, load_model
+from .checkpoint import CheckpointError, as_model_info
+from .info import InfoError, ModelInfo
+from .model import load_model
 from .data import DataError, EvalPreset, load_image
 from .data.base import IMAGE_EXTENSIONS
 from .faces import LANDMARK_NAMES, Face, FaceDetector, align_face, estimate_pose, get_detector
@@ -375,7 +377,7 @@ class _TorchRunner:
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
-            out = self.model.forward_maps(x.to(self.device))
+            out = self.model(x.to(self.device), return_maps=True)
         att = None if out.attention is None else out.attention[:, 0].float().cpu().numpy()  # (B, h, w)
         return out.logits.float().cpu().numpy(), att  # (B, K)
 
@@ -412,8 +414,8 @@ def _onnx_session(model: str | Path | bytes, device: torch.device):
                               f"load it ({e})") from None
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The lanfer metadata of an ONNX file written by ``lanfer export`` (JSON values decoded)."""
+def read_onnx_metadata(path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of an ONNX file written by ``lanfer export`` (the safetensors codec)."""
     import onnx
 
     path = Path(path)
@@ -427,11 +429,14 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     return _decode_meta({p.key: p.value for p in proto.metadata_props}, path)
 
 
-def _decode_meta(meta: dict[str, str], where: Any) -> dict[str, Any]:
+def _decode_meta(meta: dict[str, str], where: Any) -> ModelInfo:
     if meta.get("format") != "lanfer" or "classes" not in meta:
         raise CheckpointError(f"{where}: an ONNX file without lanfer metadata (classes, image_size, normalize); "
                               "export it with lanfer export")
-    return decode_metadata(meta)
+    try:
+        return ModelInfo.from_metadata(meta, str(where))
+    except InfoError as e:
+        raise CheckpointError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -483,20 +488,19 @@ class Predictor:
             from .export import export_model
 
             model, info = load_model(path, device="cpu")
-            size = int(info.get("image_size") or 224)
-            session = _onnx_session(export_model(model, info, size), dev)
-            return cls(_OnnxRunner(session), info.get("classes") or [], size, info.get("normalize", "imagenet"),
+            session = _onnx_session(export_model(model, info, info.input_size), dev)
+            return cls(_OnnxRunner(session), info.classes, info.input_size, info.normalize,
                        detector, dev, backend="onnx")
         model, info = load_model(path, device=dev)
         return cls.from_model(model, info, device=dev, detector=detector)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, info: dict[str, Any], device: str | torch.device = "cpu",
+    def from_model(cls, model: torch.nn.Module, info: ModelInfo, device: str | torch.device = "cpu",
                    detector: str | FaceDetector | None = "mtcnn") -> "Predictor":
-        """A predictor for an in-memory model and its ``info`` (``classes``, ``image_size``, ``normalize``)."""
+        """A predictor for an in-memory model and its :class:`ModelInfo` (a format-1 dict is accepted too)."""
         dev = _resolve_device(device)
-        return cls(_TorchRunner(model, dev), info.get("classes") or [], int(info.get("image_size") or 224),
-                   info.get("normalize", "imagenet"), detector, dev)
+        info = as_model_info(info)
+        return cls(_TorchRunner(model, dev), info.classes, info.input_size, info.normalize, detector, dev)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu",
@@ -506,8 +510,8 @@ class Predictor:
         meta = read_onnx_metadata(path)
         dev = _resolve_device(device)
         session = _onnx_session(path, dev)
-        return cls(_OnnxRunner(session), meta["classes"], int(meta["image_size"]), meta.get("normalize", "imagenet"),
-                   detector, dev, backend="onnx")
+        return cls(_OnnxRunner(session), meta.classes, meta.input_size, meta.normalize, detector, dev,
+                   backend="onnx")
 
     @property
     def detector_name(self) -> str | None:
@@ -959,7 +963,7 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[Any], out: str | Path =
         if str(checkpoint) != str(onnx) and not str(checkpoint).endswith(".onnx"):
             from .checkpoint import read_model_info
 
-            want, got = read_model_info(checkpoint).get("classes"), read_onnx_metadata(onnx)["classes"]
+            want, got = read_model_info(checkpoint).classes, read_onnx_metadata(onnx).classes
             if list(want or []) != list(got):
                 raise CheckpointError(f"{onnx} has classes {got} but {checkpoint} has {want}; re-export it with "
                                       f"lanfer export {checkpoint} --format onnx --out {onnx}")

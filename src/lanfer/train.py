@@ -16,8 +16,8 @@ Design choices where the paper is silent (see README):
   of the pretrained backbone (``frozen``) and refitting every N epochs (``guidance.recluster_every``) are options.
 * schedule: linear warm-up for ``train.warmup_epochs`` then cosine decay to zero, per iteration; lr 0.1 with
   SGD momentum 0.9 as the paper's initial rate.
-* exact resume: every epoch reseeds the sampler and augmentation RNGs from ``seed + epoch``, so a run resumed
-  from ``last.ckpt`` sees the same batches as one that never stopped.
+* exact resume: every epoch reseeds the sampler and augmentation RNGs from ``seed * 1000 + epoch``, so a run
+  resumed from ``last.ckpt`` sees the same batches as one that never stopped (no RNG state needs saving).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from .data import EvalPreset, TrainPreset, build_dataset, collate
 from .evaluate import evaluate, format_metrics, write_metrics
 from .guidance import Guidance
 from .losses import lan_loss
+from .info import FaceCrop, ModelInfo
 from .model import create_model, model_kwargs_from_config
 
 
@@ -62,8 +63,8 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     """Train / val / test datasets with the preset transforms (the only place splits are built)."""
     d = cfg.data
     common = dict(classes=d.classes, skip_bad=d.skip_bad, **d.options)
-    train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment)
-    eval_tf = EvalPreset(d.image_size, d.normalize)
+    train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment, color=d.color)
+    eval_tf = EvalPreset(d.image_size, d.normalize, d.color)
     out = {"train": build_dataset(d.name, d.root, d.train_split, transform=train_tf, **common)}
     # The guidance fit reads the training images without augmentation: same samples, another transform
     # (a shallow copy, so large indexes such as AffectNet's are built once).
@@ -209,17 +210,46 @@ def lr_lambda(cfg: Config, steps_per_epoch: int):
     return f
 
 
-def model_info(cfg: Config, classes: list[str]) -> dict[str, Any]:
-    """What a model file must carry to be rebuilt and used with no other file."""
-    return {"model": {**model_kwargs_from_config(cfg.model), "head_widths": list(cfg.model.head_widths)},
-            "classes": list(classes), "image_size": cfg.data.image_size, "normalize": cfg.data.normalize,
-            "data": {"name": cfg.data.name, "root": cfg.data.root, "options": cfg.data.options},
-            "seed": cfg.seed, "alpha": cfg.loss.alpha, "guidance_source": cfg.guidance.source}
+def model_info(cfg: Config, classes: list[str], command: str | None = None) -> ModelInfo:
+    """The typed record a model file carries: enough to rebuild and feed the model with no other file."""
+    d = cfg.data
+    return ModelInfo(arch=cfg.model.name, classes=list(classes), input_size=d.image_size, normalize=d.normalize,
+                     color=d.color, fusion=cfg.model.fusion, head_widths=list(cfg.model.head_widths),
+                     dropout=cfg.model.dropout, crop=FaceCrop(**d.crop),
+                     data={"name": d.name, "root": d.root, "options": d.options}, license=d.license,
+                     command=command or _command_line(),
+                     extra={"seed": cfg.seed, "alpha": cfg.loss.alpha, "guidance_source": cfg.guidance.source})
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+def _command_line() -> str | None:
+    import sys
+
+    argv = sys.argv
+    if argv and Path(argv[0]).name in ("lanfer", "__main__.py"):
+        return "lanfer " + " ".join(argv[1:])
+    return None
+
+
+def check_resume_config(saved: dict | None, cfg: Config, where: Path) -> None:
+    """Refuse a resume whose model or data would differ from the run it continues (nanoGPT checks the same).
+
+    The schedule may change (more epochs extend a run); the model's shape, the classes and the input may not:
+    the optimizer state and the best-so-far score would belong to another model."""
+    if not saved:
+        return
+    now = cfg.to_dict()
+    diffs = []
+    for section, keys in (("model", ("name", "num_classes", "fusion", "head_widths", "dropout")),
+                          ("data", ("name", "image_size", "normalize", "classes", "color")),
+                          ("loss", ("alpha",)), ("guidance", ("source",))):
+        for k in keys:
+            b = now[section][k]
+            a = saved.get(section, {}).get(k, b)
+            if a != b:
+                diffs.append(f"{section}.{k}: {a!r} in the saved run, {b!r} now")
+    if diffs:
+        raise ConfigError(f"--resume: {where} was trained with another config ({'; '.join(diffs)}); resume with "
+                          "the run's own config.yaml or start a new --out")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -257,7 +287,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
         if cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast:
-            out = model.forward_maps(images) if not hasattr(model, "module") else model.module.forward_maps(images)
+            # through the (possibly DDP-wrapped) model's own forward: DDP's backward hooks average gradients
+            out = model(images, return_maps=True)
         gmap = None
         if use_guidance and out.attention is not None:
             with torch.no_grad():
@@ -347,6 +378,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
     start_epoch, step, best = 0, 0, -1.0
     if resume:
         state = load_training_state(out / "last.ckpt", map_location=device)
+        check_resume_config(state.get("config"), cfg, out / "last.ckpt")
         load_state(model, state["model"], where=str(out / "last.ckpt"))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -400,7 +432,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
                 save_model(out / "best.safetensors", model, model_info(cfg, classes))
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "step": step, "best": best,
-                     "config": cfg.to_dict(), "rng": _rng_state()}
+                     "config": cfg.to_dict()}
             if frozen is not None:
                 state["frozen"] = frozen.state_dict()
             save_training_state(out / "last.ckpt", state)

@@ -29,14 +29,14 @@ def read_jsonl(path: Path) -> list[dict]:
 def attention_samples(run: Path, data_root: Path, fold: int, folds: int, n: int = 6):
     """Load a LAN run's best model and guidance, and compute F_m and guidance maps for ``n`` test images
     spread over the views. Returns the figure."""
-    from ..checkpoint import load_model
     from ..data import EvalPreset, build_dataset, denormalize
+    from ..model import load_model
     from ..guidance import Guidance
 
     model, info = load_model(run / "best.safetensors")
     gpath = run / "guidance.safetensors"
     guidance = Guidance.load(gpath) if gpath.is_file() else None
-    ds = build_dataset("kdef", data_root, "test", transform=EvalPreset(info["image_size"], info["normalize"]),
+    ds = build_dataset("kdef", data_root, "test", transform=EvalPreset.from_info(info),
                        fold=fold, folds=folds)
     # one image per view first, then fill up: the point of the figure is attention under pose
     by_view: dict[str, list[int]] = {}
@@ -52,10 +52,10 @@ def attention_samples(run: Path, data_root: Path, fold: int, folds: int, n: int 
     items = [ds[i] for i in picks]
     x = torch.stack([it[0] for it in items])  # (B, 3, S, S)
     with torch.no_grad():
-        out = model.forward_maps(x)
+        out = model(x, return_maps=True)
     att = out.attention[:, 0].numpy()  # (B, h, w)
     gm = guidance.assign(out.features)[:, 0].numpy() if guidance is not None else None
-    imgs = denormalize(x, info["normalize"]).permute(0, 2, 3, 1).numpy()
+    imgs = denormalize(x, info.normalize).permute(0, 2, 3, 1).numpy()
     preds = out.logits.argmax(1).tolist()
     titles = [f"{it[2].get('view', '')} true {ds.classes[it[1]][:8]}\npred {ds.classes[p][:8]}"
               for it, p in zip(items, preds)]

@@ -46,6 +46,10 @@ VOTE_COLUMNS = FERPLUS_CLASSES + ["unknown", "NF"]
 FOLDERS = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
 FER2013_ROWS = {"Training": 28709, "PublicTest": 3589, "PrivateTest": 3589}
 LABEL_MODES = ("majority", "probability", "votes")
+# Microsoft's repository carries two vote sets that disagree for 1,601 images: the per-folder label.csv files
+# (majority labels: train 25,045 / val 3,191 / test 3,137, the test count of the RAN line of work the LAN paper
+# compares with; the default) and fer2013new.csv (25,060 / 3,199 / 3,153).
+VOTE_SOURCES = ("label_csv", "fer2013new")
 _SPLITS = {"train": "Training", "training": "Training", "val": "PublicTest", "valid": "PublicTest",
            "validation": "PublicTest", "publictest": "PublicTest", "test": "PrivateTest",
            "privatetest": "PrivateTest"}
@@ -138,7 +142,7 @@ def _find_folders(root: Path) -> Path | None:
 @register_dataset("ferplus")
 def build_ferplus(root, split, transform=None, classes=None, skip_bad=False, **options):
     """FERPlus in one of its official layouts (see the module docstring for layouts and options)."""
-    check_options("ferplus", options, {"label_mode", "source", "labels", "fer2013", "check_files"})
+    check_options("ferplus", options, {"label_mode", "votes", "source", "labels", "fer2013", "check_files"})
     check_classes("ferplus", FERPLUS_CLASSES, classes)
     usage = normalize_split("ferplus", split, _SPLITS)
     mode = options.get("label_mode", "majority")
@@ -149,6 +153,13 @@ def build_ferplus(root, split, transform=None, classes=None, skip_bad=False, **o
         [root / "fer2013new.csv", root / "FERPlus" / "fer2013new.csv"])
     folders = _find_folders(root)
     source = options.get("source", "auto")
+    votes = options.get("votes", "label_csv")
+    if votes not in VOTE_SOURCES:
+        raise DataError(f"ferplus: votes={votes!r} is not one of {', '.join(VOTE_SOURCES)} (label_csv: the per-folder "
+                        "label.csv files, the RAN line's test count of 3,137; fer2013new: fer2013new.csv)")
+    if source == "auto" and votes == "label_csv" and folders is not None and (
+            folders / FOLDERS[usage] / "label.csv").is_file():
+        source = "labelcsv"
     kaggle = None
     if source in ("auto", "csv"):
         kaggle = Path(options["fer2013"]) if options.get("fer2013") else (
@@ -186,6 +197,8 @@ def build_ferplus(root, split, transform=None, classes=None, skip_bad=False, **o
     else:
         raise DataError(f"ferplus: source={source!r} must be 'auto', 'folders', 'csv' or 'labelcsv'")
     ds.report["label_mode"] = mode
+    # which of Microsoft's two vote sets labelled this split (they disagree for 1,601 images)
+    ds.report["votes"] = "label_csv" if source == "labelcsv" else "fer2013new"
     return ds
 
 
@@ -210,6 +223,7 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
     files = DirIndex()
     samples: list[OfficialSample] = []
     excluded: dict[str, str] = {}
+    unlabelled: dict[str, OfficialSample] = {}
     wanted: dict[int, int] = {}  # data-row position -> index into samples (csv pixels only)
     folder = FOLDERS[usage]
     for position, (line_no, cells) in enumerate(rows):
@@ -233,6 +247,9 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
             continue
         label = _label_or_exclude(votes, mode, name, where, report, excluded)
         if label is None:
+            if image_dir is not None:
+                unlabelled[name.rsplit(".", 1)[0].lower()] = OfficialSample(str(image_dir / name), -1,
+                                                                            {"line": line_no}, where=where)
             continue
         if image_dir is not None:
             path = image_dir / name
@@ -251,6 +268,7 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
     ds = OfficialDataset(samples, FERPLUS_CLASSES, transform, name="ferplus", skip_bad=skip_bad,
                          root=labels.parent, report=report, pixels=pixels)
     ds.excluded = excluded
+    ds.unlabelled = unlabelled
     return ds
 
 
@@ -321,7 +339,7 @@ def _from_label_csv(folder: Path, usage: str, mode: str, transform, skip_bad: bo
     path = folder / "label.csv"
     issues = Issues(f"ferplus {path}", skip_bad)
     report: dict = {"source": str(path), "split": usage, "rows": 0, "expected": None}
-    samples, excluded = [], {}
+    samples, excluded, unlabelled = [], {}, {}
     files = DirIndex()
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for line_no, cells in enumerate(csv.reader(fh), start=1):
@@ -337,9 +355,11 @@ def _from_label_csv(folder: Path, usage: str, mode: str, transform, skip_bad: bo
                 issues.bad(f"{where}: expected 'name[,box],10 vote counts', found {cells}")
                 continue
             label = _label_or_exclude(votes, mode, cells[0], where, report, excluded)
-            if label is None:
-                continue
             image = folder / cells[0]
+            if label is None:
+                unlabelled[cells[0].rsplit(".", 1)[0].lower()] = OfficialSample(str(image), -1, {"line": line_no},
+                                                                                where=where)
+                continue
             if check and not files.exists(image):
                 issues.bad(f"{where}: image {str(image)!r} does not exist")
                 continue
@@ -348,4 +368,5 @@ def _from_label_csv(folder: Path, usage: str, mode: str, transform, skip_bad: bo
     ds = OfficialDataset(samples, FERPLUS_CLASSES, transform, name="ferplus", skip_bad=skip_bad,
                          root=folder.parent, report=report)
     ds.excluded = excluded
+    ds.unlabelled = unlabelled
     return ds

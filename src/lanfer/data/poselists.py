@@ -19,6 +19,7 @@ The published lists are not exactly the paper's counts; :data:`PAPER_COUNTS` hol
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from pathlib import Path
@@ -107,7 +108,10 @@ def restrict_to_list(ds: FERDataset, path: str | Path, skip_bad: bool | None = N
     """Keep only the samples a pose-list file names (in the dataset's order); return ``ds``, changed in place.
 
     * An entry whose image is not in the dataset raises :class:`DataError` naming the line (with
-      ``skip_bad``, it is counted and warned about).
+      ``skip_bad``, it is counted and warned about). An entry whose image exists but that the dataset's label
+      rule left out (FERPlus images without a vote majority; the reader keeps them in ``ds.unlabelled``) is
+      evaluated with the label the list gives: a published subset is evaluated whole
+      (``subset_info["labelled_from_list"]``).
     * A label prefix that disagrees with the dataset's label is reported (count and examples, in a
       warning); the dataset's label is kept. When most entries disagree the class order must be wrong,
       and that raises.
@@ -123,7 +127,10 @@ def restrict_to_list(ds: FERDataset, path: str | Path, skip_bad: bool | None = N
         for h in hash_keys(s.path):
             by_hash.setdefault(h, []).append(i)
         by_stem.setdefault(stem_key(s.path), []).append(i)
+    before = len(ds.samples)
     excluded = getattr(ds, "excluded", {}) or {}
+    unlabelled = dict(getattr(ds, "unlabelled", {}) or {})
+    from_list: list[str] = []
 
     chosen: dict[int, int] = {}  # sample index -> list line
     missing, mismatches, duplicates = [], [], []
@@ -142,6 +149,12 @@ def restrict_to_list(ds: FERDataset, path: str | Path, skip_bad: bool | None = N
                 raise DataError(f"{where}: entry {entry!r} matches {len(candidates)} images of {ds.name} "
                                 f"({ds.samples[candidates[0]].path}, ...); the list cannot tell them apart")
             candidates = same
+        if not candidates and key in unlabelled:
+            sample = dataclasses.replace(unlabelled.pop(key), label=label)
+            ds.samples.append(sample)
+            candidates = [len(ds.samples) - 1]
+            from_list.append(f"{where}: {Path(sample.path).name} has no label under the dataset's rule "
+                             f"({excluded.get(key, 'excluded')}); evaluated as the list's {ds.classes[label]}")
         if not candidates:
             reason = excluded.get(key)
             split = (getattr(ds, "report", None) or {}).get("split", "?")
@@ -166,7 +179,9 @@ def restrict_to_list(ds: FERDataset, path: str | Path, skip_bad: bool | None = N
     name, expected = PAPER_COUNTS.get(path.name, (None, None))
     info = {"file": str(path), "name": name, "lines": len(entries), "matched": len(chosen),
             "expected": expected, "missing": len(missing), "label_mismatches": len(mismatches),
-            "duplicates": len(duplicates), "examples": (missing + mismatches + duplicates)[:10]}
+            "duplicates": len(duplicates), "labelled_from_list": len(from_list),
+            "examples": (missing + mismatches + duplicates + from_list)[:10],
+            "mismatch_entries": mismatches, "from_list_entries": from_list}
     if chosen and len(mismatches) > len(chosen) / 2:
         raise DataError(f"{path}: {len(mismatches)} of {len(chosen)} list labels disagree with {ds.name}'s labels "
                         f"(e.g. {mismatches[0]}); the list's class order does not match {ds.classes}")
@@ -181,7 +196,6 @@ def restrict_to_list(ds: FERDataset, path: str | Path, skip_bad: bool | None = N
     if expected is not None and (len(entries) != expected or len(chosen) != expected):
         warnings.warn(f"{path}: {len(entries)} entries read, {len(chosen)} matched; the paper reports "
                       f"{expected} images for {name}", stacklevel=2)
-    before = len(ds.samples)
     ds.samples = [ds.samples[i] for i in sorted(chosen)]
     ds.subset_info = info
     if isinstance(getattr(ds, "report", None), dict):

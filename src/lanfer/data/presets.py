@@ -23,19 +23,35 @@ def normalization(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 class EvalPreset:
     """Resize an aligned face to ``size`` x ``size`` and normalise: used by evaluation and prediction."""
 
-    def __init__(self, size: int = 224, normalize: str = "imagenet"):
+    def __init__(self, size: int = 224, normalize: str = "imagenet", color: str = "rgb"):
         mean, std = normalization(normalize)
         self.size = size
         self.mean, self.std = mean, std
+        self.color = color
         self.transform = T.Compose([
             T.ToImage(),
+            *_color_ops(color),
             T.Resize((size, size), antialias=True),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(mean, std),
         ])
 
+    @classmethod
+    def from_info(cls, info) -> EvalPreset:
+        """The preprocessing a model was trained with, from its :class:`lanfer.info.ModelInfo`."""
+        return cls(info.input_size, info.normalize, info.color)
+
     def __call__(self, image):
         return self.transform(image)
+
+
+def _color_ops(color: str) -> list:
+    # ITU-R 601 luminance replicated to 3 channels, as FER2013's grayscale faces were stored and loaded
+    if color == "grayscale":
+        return [T.Grayscale(num_output_channels=3)]
+    if color == "rgb":
+        return []
+    raise ValueError(f"unknown colour mode {color!r}; use 'rgb' or 'grayscale'")
 
 
 class TrainPreset:
@@ -48,11 +64,11 @@ class TrainPreset:
     """
 
     def __init__(self, size: int = 224, normalize: str = "imagenet", augment: bool | str = True,
-                 erasing: float = 0.25):
+                 erasing: float = 0.25, color: str = "rgb"):
         mean, std = normalization(normalize)
         mode = augment_mode(augment)  # ConfigError (a ValueError) naming the bad value
         self.size = size
-        ops = [T.ToImage()]
+        ops = [T.ToImage(), *_color_ops(color)]
         if mode == "full":
             ops += [
                 T.RandomResizedCrop((size, size), scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),

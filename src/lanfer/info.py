@@ -1,0 +1,162 @@
+"""The typed record of what a model file is (timm's ``PretrainedCfg``, for FER models).
+
+A model file (``best.safetensors``, an exported ``.onnx``, a shipped model) carries one :class:`ModelInfo`:
+the architecture and its arguments, the class names, the input size, normalisation, colour mode, the face crop
+the model was trained on, the training data and its licence, the command that produced it and its numbers.
+Evaluation, prediction and export build their preprocessing from it (``EvalPreset.from_info``), never from
+defaults, so a model trained on 48x48 grayscale FERPlus crops is fed grayscale FERPlus-like crops and a model
+trained on aligned RAF-DB faces keeps its own.
+
+One codec serves both containers: :meth:`ModelInfo.to_metadata` gives the ``str -> str`` map that safetensors
+headers and ONNX ``metadata_props`` hold, :meth:`ModelInfo.from_metadata` reads it back. The key names are
+those of format version 1 (``model``, ``classes``, ``image_size``, ``normalize``, ``data``, ``seed``,
+``alpha``, ``guidance_source``); version 1 files written before this record existed lack ``color``, ``crop``,
+``license``, ``command`` and ``metrics`` and load with the values they were trained with (RGB, the aligned
+template crop at its default margin).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+FORMAT = "lanfer"
+FORMAT_VERSION = "1"
+COLOR_MODES = ("rgb", "grayscale")
+CROP_KINDS = ("template", "box")
+
+
+class InfoError(ValueError):
+    """Model metadata that cannot be used (missing keys, wrong types); the message names the file."""
+
+
+@dataclass
+class FaceCrop:
+    """How a face was cut out of a photo for this model, so prediction can cut it the same way.
+
+    ``kind="template"``: the five-point similarity alignment of :mod:`lanfer.faces.align` (ArcFace's template
+    padded by ``margin`` on every side, then moved down by ``shift_y`` of the side: positive values show more
+    forehead). ``kind="box"``: the detector's box, squared and grown by ``margin`` (no rotation).
+    ``like`` names the dataset whose crops these imitate (``"ferplus"``), for the model card.
+    """
+
+    kind: str = "template"
+    margin: float = 0.1
+    shift_y: float = 0.0
+    like: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in CROP_KINDS:
+            raise InfoError(f"face crop kind {self.kind!r} is not one of {', '.join(CROP_KINDS)}")
+
+
+@dataclass
+class ModelInfo:
+    """What a model file is and how to feed it; see the module docstring.
+
+    ``arch`` is the :func:`lanfer.create_model` name; ``fusion``, ``head_widths`` and ``dropout`` its
+    arguments. ``input_size`` is the side of the square input, ``normalize`` the name in
+    :func:`lanfer.data.presets.normalization`, ``color`` ``"rgb"`` or ``"grayscale"`` (luminance replicated to
+    3 channels, as FER2013's faces are). ``data`` records the training data (name, options); ``license`` its
+    terms; ``command`` how the file was made; ``metrics`` its evaluation summary (accuracy by split/subset).
+    ``extra`` keeps training facts that rebuild nothing (seed, alpha, guidance source).
+    """
+
+    arch: str
+    classes: list[str]
+    input_size: int = 224
+    normalize: str = "imagenet"
+    color: str = "rgb"
+    fusion: str = "add"
+    head_widths: list[int] = field(default_factory=lambda: [256, 128, 64])
+    dropout: float = 0.0
+    crop: FaceCrop = field(default_factory=FaceCrop)
+    data: dict[str, Any] = field(default_factory=dict)
+    license: str | None = None
+    command: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.classes = [str(c) for c in self.classes]
+        if len(self.classes) < 2:
+            raise InfoError(f"a model needs at least 2 class names, got {self.classes}")
+        if self.color not in COLOR_MODES:
+            raise InfoError(f"color={self.color!r} is not one of {', '.join(COLOR_MODES)}")
+        if isinstance(self.crop, Mapping):
+            self.crop = FaceCrop(**self.crop)
+        self.input_size = int(self.input_size)
+        self.head_widths = [int(w) for w in self.head_widths]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The :func:`lanfer.create_model` arguments that rebuild this model (no weights)."""
+        return dict(name=self.arch, num_classes=self.num_classes, fusion=self.fusion,
+                    head_widths=tuple(self.head_widths), dropout=self.dropout)
+
+    # ------------------------------------------------------------------------------------------------
+    # the codec (safetensors header and ONNX metadata_props hold the same str -> str map)
+
+    def to_metadata(self) -> dict[str, str]:
+        """``str -> str`` metadata: format markers plus one JSON value per key (format version 1 names)."""
+        kw = self.model_kwargs()
+        kw["head_widths"] = list(kw["head_widths"])
+        values: dict[str, Any] = {
+            "model": kw, "classes": self.classes, "image_size": self.input_size, "normalize": self.normalize,
+            "color": self.color, "crop": asdict(self.crop), "data": self.data, "license": self.license,
+            "command": self.command, "metrics": self.metrics, **self.extra,
+        }
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": self.arch}
+        meta.update({k: json.dumps(v) for k, v in values.items()})
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], where: str = "model file") -> ModelInfo:
+        """Read :meth:`to_metadata`'s map back, including version 1 files that predate ``color``/``crop``."""
+        if meta.get("format") != FORMAT:
+            raise InfoError(f"{where}: not a lanfer model file (no lanfer metadata); to load backbone weights "
+                            "from another project use model.pretrained / load_backbone")
+        version = str(meta.get("format_version", "1"))
+        if version != FORMAT_VERSION:
+            raise InfoError(f"{where}: lanfer model format version {version}; this lanfer reads version "
+                            f"{FORMAT_VERSION} (upgrade lanfer to read newer files)")
+        v = decode_metadata(meta)
+        margs = v.get("model")
+        if not isinstance(margs, dict) or "name" not in margs:
+            raise InfoError(f"{where}: metadata lacks the model config ('model' key); was it written by lanfer?")
+        classes = v.get("classes")
+        if not isinstance(classes, list):
+            raise InfoError(f"{where}: metadata lacks the class names ('classes' key)")
+        n = margs.get("num_classes", len(classes))
+        if n != len(classes):
+            raise InfoError(f"{where}: model.num_classes={n} but {len(classes)} class names {classes}")
+        known = {"format", "format_version", "arch", "model", "classes", "image_size", "normalize", "color",
+                 "crop", "data", "license", "command", "metrics"}
+        try:
+            return cls(arch=margs["name"], classes=classes, input_size=int(v.get("image_size") or 224),
+                       normalize=str(v.get("normalize") or "imagenet"), color=str(v.get("color") or "rgb"),
+                       fusion=margs.get("fusion", "add"), head_widths=list(margs.get("head_widths", [256, 128, 64])),
+                       dropout=float(margs.get("dropout", 0.0)), crop=FaceCrop(**(v.get("crop") or {})),
+                       data=v.get("data") or {}, license=v.get("license"), command=v.get("command"),
+                       metrics=v.get("metrics") or {},
+                       extra={k: x for k, x in v.items() if k not in known})
+        except (TypeError, ValueError) as e:
+            raise InfoError(f"{where}: unusable model metadata ({e})") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict (for ``lanfer models``, the HTTP API and reports)."""
+        return asdict(self)
+
+
+def decode_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
+    """String metadata (safetensors header, ONNX metadata_props) -> values, JSON-decoded where they are JSON."""
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            out[k] = v
+    return out
