@@ -231,10 +231,13 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="expressions of the faces in photos, folders, videos or a webcam",
                        description="Detect, align and classify every face; writes OUT/predictions.csv and, with "
                                    "--overlay, annotated images/videos in OUT/overlays/. Example: lanfer predict "
+                                   "photo.jpg (the shipped default model), or lanfer predict "
                                    "runs/rafdb_lan/best.safetensors photos/ clip.mp4 --overlay --every-nth-frame 5")
-    p.add_argument("checkpoint", help="a lanfer model file (RUN_DIR/best.safetensors) or an exported .onnx")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image, video (mp4/avi/mov/mkv/webm), folder (searched recursively) or camera index")
+                   help="image, video (mp4/avi/mov/mkv/webm), folder (searched recursively) or camera index; a "
+                        "first argument that is a model file (.safetensors/.onnx) is taken as the model")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help="a shipped model name (lanfer models) or a model file; default: the shipped default model")
     p.add_argument("--out", default="runs/predict", help="output folder (default runs/predict)")
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="predictions file format")
     p.add_argument("--overlay", action="store_true", help="write annotated images and videos to OUT/overlays/")
@@ -248,7 +251,11 @@ def _add_predict(sub) -> None:
     def run(a):
         from .predict import run_predict
 
-        _, summary = run_predict(a.checkpoint, a.inputs, out=a.out, format=a.format, overlay=a.overlay,
+        inputs, model = list(a.inputs), a.model
+        # `lanfer predict CKPT INPUT...`, the original form, still works: a model file first is the model
+        if model is None and len(inputs) > 1 and str(inputs[0]).endswith((".safetensors", ".onnx")):
+            model, inputs = inputs[0], inputs[1:]
+        _, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
                                  detect=not a.no_detect, every_nth_frame=a.every_nth_frame,
                                  batch_size=a.batch_size, device=a.device, onnx=a.onnx, progress=not a.no_progress)
         print(summary)
@@ -279,10 +286,52 @@ def _add_export(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the models shipped with lanfer, with their numbers",
+                       description="Example: lanfer models. Shipped models work offline: lanfer predict photo.jpg "
+                                   "--model NAME, Predictor.from_pretrained(NAME), create_model(ARCH, pretrained=TAG).")
+    p.add_argument("--json", action="store_true", help="print each model's full record as JSON")
+
+    def run(a):
+        from .pretrained import models_table
+
+        print(models_table(as_json=a.json))
+
+    p.set_defaults(func=run)
+
+
+def _add_ship(sub) -> None:
+    p = sub.add_parser("ship", help="package a run's best model as float16 weights with a complete record",
+                       description="Example: lanfer ship runs/ferplus_lan --eval pose30=runs/eval30/metrics.json "
+                                   "--crop '{\"margin\": -0.085, \"shift_y\": -0.068, \"like\": \"ferplus\"}' "
+                                   "--out lan.safetensors")
+    p.add_argument("run", help="a run folder (best.safetensors, metrics.json, metrics.jsonl) or a model file")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--eval", action="append", default=[], metavar="NAME=METRICS.json",
+                   help="an extra evaluation to record (lanfer eval --out), e.g. pose30=runs/e30/metrics.json")
+    p.add_argument("--crop", help="the face crop prediction should cut, as JSON (lanfer.info.FaceCrop fields)")
+
+    def run(a):
+        import json
+
+        from .ship import ship
+
+        evals = {}
+        for item in a.eval:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise FileNotFoundError(f"--eval {item!r}: expected NAME=PATH/metrics.json")
+            evals[name] = path
+        crop = json.loads(a.crop) if a.crop else None
+        print(f"wrote {ship(a.run, a.out, evals=evals, crop=crop, command='lanfer ship ' + ' '.join(sys.argv[2:]))}")
+
+    p.set_defaults(func=run)
+
+
 # --- end of commands ---
 
 COMMANDS: list = [_add_demo, _add_train, _add_eval, _add_cluster, _add_prepare, _add_datasets, _add_pose_subsets,
-                  _add_synth, _add_predict, _add_export]
+                  _add_synth, _add_predict, _add_export, _add_models, _add_ship]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ import torchvision
 
 from .checkpoint import CheckpointError, load_backbone, load_state, read_model_info, read_weights
 from .info import ModelInfo
+from .pretrained import find, is_shipped_name
 
 MODEL_NAMES = ("lan_resnet18", "resnet18")
 FUSIONS = ("add", "concat", "average")
@@ -133,7 +134,7 @@ class FERNet(nn.Module):
         return logits
 
 
-def create_model(name: str = "lan_resnet18", num_classes: int = 7, fusion: str = "add",
+def create_model(name: str = "lan_resnet18", num_classes: int | None = None, fusion: str = "add",
                  pretrained: str | None = None, head_widths=(256, 128, 64), dropout: float = 0.0,
                  verbose: bool = False, **kw) -> FERNet:
     """Build a model by name.
@@ -141,18 +142,31 @@ def create_model(name: str = "lan_resnet18", num_classes: int = 7, fusion: str =
     Args:
         name: ``"lan_resnet18"`` (LAN, the paper's model) or ``"resnet18"`` (the plain baseline: same
             backbone, FC on GAP(F_o)).
-        num_classes: 7 or 8 expression classes (any >= 2 works).
+        num_classes: expression classes (any >= 2; 7 when neither given nor fixed by a shipped model).
         fusion: ``"add"`` (paper default), ``"concat"`` or ``"average"``; ignored by the baseline.
-        pretrained: path to backbone weights (torchvision keys, ``module.``-prefixed keys, or the ijba
-            MS-Celeb-1M ``ijba_res18_naive.pth.tar``); see :func:`lanfer.checkpoint.load_backbone`.
+        pretrained: a shipped model's tag or name (``"ferplus"``: the whole trained model, its classes and
+            head from its record, see :mod:`lanfer.pretrained`), or a path to backbone weights
+            (torchvision keys, ``module.``-prefixed keys, or the ijba MS-Celeb-1M ``ijba_res18_naive.pth.tar``;
+            see :func:`lanfer.checkpoint.load_backbone`).
         head_widths: the three hidden widths of the LAN head's four convolutions.
+
+    A model built from a shipped tag carries its :class:`~lanfer.info.ModelInfo` as ``model.info``.
     """
     if kw:
         raise TypeError(f"create_model got unknown arguments {sorted(kw)}")
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
-    model = FERNet(num_classes=num_classes, attention=(name == "lan_resnet18"), fusion=fusion,
-                   head_widths=tuple(head_widths), dropout=dropout)
+    if pretrained and is_shipped_name(pretrained):
+        shipped = find(str(pretrained), arch=name)
+        model, info = load_model(shipped.path, expect_arch=name)
+        if num_classes is not None and num_classes != info.num_classes:
+            raise ValueError(f"pretrained={pretrained!r} is a {info.num_classes}-class model ({', '.join(info.classes)}); "
+                             f"num_classes={num_classes} would need a new classifier: load it with "
+                             "num_classes=None, or fine-tune from its backbone file")
+        model.info = info
+        return model.train()
+    model = FERNet(num_classes=7 if num_classes is None else num_classes, attention=(name == "lan_resnet18"),
+                   fusion=fusion, head_widths=tuple(head_widths), dropout=dropout)
     model.arch = name  # recorded in checkpoints, checked on load
     if pretrained:
         report = load_backbone(model.backbone, pretrained)

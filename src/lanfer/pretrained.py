@@ -1,0 +1,102 @@
+"""Models shipped inside the package: names, files and their records, offline.
+
+A shipped model is a float16 safetensors file under ``lanfer/weights/`` with its full
+:class:`~lanfer.info.ModelInfo` (classes, preprocessing, face crop, training data and licence, numbers), so
+``lanfer predict photo.jpg``, ``Predictor.from_pretrained()`` and ``create_model("lan_resnet18",
+pretrained="ferplus")`` work right after ``pip install`` with no network. This module only knows names and
+files; :func:`lanfer.model.load_model` builds the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import CheckpointError, read_model_info
+from .info import ModelInfo
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """One shipped model: its name, the architecture it holds, the tag ``pretrained=`` accepts, its file."""
+
+    name: str
+    arch: str
+    tag: str
+    filename: str
+    summary: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.filename
+
+    def info(self) -> ModelInfo:
+        return read_model_info(self.path)
+
+
+#: Every shipped model; the first is the default of ``lanfer predict`` and ``Predictor.from_pretrained()``.
+SHIPPED: tuple[Shipped, ...] = (
+    Shipped(name="lan_resnet18_ferplus", arch="lan_resnet18", tag="ferplus",
+            filename="lan_resnet18_ferplus.safetensors",
+            summary="LAN (ResNet-18 + local attention) trained on FERPlus, 8 classes, 112 px grayscale"),
+)
+DEFAULT_MODEL = SHIPPED[0].name
+
+
+def available() -> list[str]:
+    """Names of the shipped models whose file is present in this installation."""
+    return [s.name for s in SHIPPED if s.path.is_file()]
+
+
+def find(name: str | None = None, arch: str | None = None) -> Shipped:
+    """The shipped model called ``name`` (or whose tag is ``name`` for architecture ``arch``).
+
+    ``None`` is the default model. Raises :class:`CheckpointError` naming the shipped models otherwise."""
+    name = name or DEFAULT_MODEL
+    for s in SHIPPED:
+        if name == s.name or (arch is not None and name == s.tag and arch == s.arch) or (arch is None and name == s.tag):
+            if not s.path.is_file():
+                raise CheckpointError(f"shipped model {s.name!r} is registered but its file {s.path} is missing "
+                                      "from this installation; reinstall lanfer")
+            return s
+    names = ", ".join(f"{s.name} (pretrained={s.tag!r} for {s.arch})" for s in SHIPPED) or "none"
+    raise CheckpointError(f"no shipped model {name!r}" + (f" for {arch}" if arch else "")
+                          + f"; shipped: {names}. Or pass a model file path")
+
+
+def is_shipped_name(value: str | Path | None) -> bool:
+    """Whether ``value`` names a shipped model rather than a file (a file of that name wins)."""
+    if value is None or Path(str(value)).exists():
+        return False
+    return any(str(value) in (s.name, s.tag) for s in SHIPPED)
+
+
+def resolve(model: str | Path | None) -> Path:
+    """A model argument (``None`` = the default shipped model, a shipped name, or a file path) -> a file."""
+    if model is None or is_shipped_name(model):
+        return find(None if model is None else str(model)).path
+    return Path(model)
+
+
+def models_table(as_json: bool = False) -> str:
+    """``lanfer models``: one row per shipped model with its classes, input and numbers (or full JSON)."""
+    import json
+
+    rows, records = [], {}
+    for s in SHIPPED:
+        if not s.path.is_file():
+            rows.append(f"{s.name:<24} (file missing from this installation)")
+            continue
+        info = s.info()
+        records[s.name] = info.to_json()
+        m = info.metrics
+        nums = "  ".join(f"{k} {100 * v['accuracy']:.2f}%" for k, v in m.items()
+                         if isinstance(v, dict) and "accuracy" in v)
+        size = s.path.stat().st_size / 2**20
+        rows.append(f"{s.name:<24} {s.arch:<13} pretrained={s.tag!r:<10} {info.num_classes} classes, "
+                    f"{info.input_size} px {info.color}, {size:.1f} MB{' (default)' if s.name == DEFAULT_MODEL else ''}"
+                    f"\n{'':<24} {nums or 'no recorded evaluation'}\n{'':<24} {s.summary}")
+    if as_json:
+        return json.dumps(records, indent=1)
+    return "\n".join(rows)

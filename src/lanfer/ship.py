@@ -1,0 +1,66 @@
+"""Package a trained model for shipping: float16 weights and a complete record (``lanfer ship``).
+
+A run's ``best.safetensors`` already rebuilds the model; a shipped file must also say how well it does and
+how to feed it photos. :func:`ship` takes the run's weights, halves them (a ResNet-18 LAN is ~25 MB in float16
+against ~50 MB in float32; :func:`lanfer.model.load_model` casts them back), and fills the
+:class:`~lanfer.info.ModelInfo`: the evaluation summary (the run's best validation epoch and its test
+``metrics.json``, plus any extra evaluations such as the pose subsets), the face crop prediction should cut
+(``crop``, measured by ``benchmarks/ferplus_crop.py --fit``), and the command that made it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import CheckpointError, save_model
+from .info import FaceCrop
+from .model import load_model
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    m = json.loads(path.read_text())
+    out = {k: m[k] for k in ("accuracy", "mean_class_accuracy") if k in m}
+    ds = m.get("dataset") or {}
+    n = ds.get("n_read") or (sum(map(sum, m["confusion_matrix"])) if "confusion_matrix" in m else None)
+    if n is not None:
+        out["n"] = int(n)
+    return out
+
+
+def ship(run: str | Path, out: str | Path, evals: dict[str, str | Path] | None = None,
+         crop: dict[str, Any] | None = None, command: str | None = None, dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``out``: ``run``'s best weights in ``dtype`` with a filled-in record; returns the path.
+
+    ``run`` is a run folder (``best.safetensors``, ``metrics.json``, ``metrics.jsonl``) or a model file;
+    ``evals`` maps a name (``"pose30"``) to a ``metrics.json`` written by ``lanfer eval --out``.
+    """
+    run = Path(run)
+    weights = run / "best.safetensors" if run.is_dir() else run
+    model, info = load_model(weights)
+    metrics: dict[str, Any] = dict(info.metrics)
+    if run.is_dir():
+        log = run / "metrics.jsonl"
+        if log.is_file():
+            rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+            scored = [r for r in rows if "val_accuracy" in r]
+            if scored:
+                best = max(scored, key=lambda r: r["val_accuracy"])
+                metrics["val"] = {"accuracy": best["val_accuracy"],
+                                  "mean_class_accuracy": best.get("val_mean_class_accuracy"),
+                                  "epoch": best["epoch"]}
+        if (run / "metrics.json").is_file():
+            metrics["test"] = _summary(run / "metrics.json")
+    for name, path in (evals or {}).items():
+        if not Path(path).is_file():
+            raise CheckpointError(f"evaluation {name}={path}: no such metrics file (write it with lanfer eval --out)")
+        metrics[name] = _summary(Path(path))
+    info = dataclasses.replace(info, metrics=metrics, crop=FaceCrop(**crop) if crop else info.crop,
+                               command=command or info.command)
+    out = Path(out)
+    save_model(out, copy.deepcopy(model).to(dtype), info)
+    return out
