@@ -54,3 +54,11 @@ guidance: {{seeds: 2}}
     g = Guidance.load(tmp_path / "g" / "guidance.safetensors")
     assert g.centers.shape == (4, 2, 512)
     assert "attentive" in (tmp_path / "g" / "guidance_summary.txt").read_text().lower()
+
+
+def test_configs_lists_the_packaged_configs(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("kdef_lan "))
+    assert "KDEF, paper Table 1" in line  # the config's first comment line
+    assert "rafdb_resnet18" in out

@@ -66,3 +66,26 @@ def test_flip_preset_only_mirrors():
     assert torch.equal(TrainPreset(32, "none", augment=False)(im), plain)
     with pytest.raises(ValueError, match="augment='mirror'"):
         TrainPreset(32, augment="mirror")
+
+
+def test_a_bare_name_loads_the_packaged_config(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the name must resolve inside the package
+    cfg = load_config("kdef_lan", ["train.epochs=2"])
+    repo_copy = load_config(Path(__file__).resolve().parents[1] / "configs" / "kdef_lan.yaml", ["train.epochs=2"])
+    assert cfg == repo_copy and cfg.data.name == "kdef" and cfg.train.epochs == 2
+    assert load_config("kdef_lan.yaml") == load_config("kdef_lan")
+    # a file in the working folder wins over the packaged config of the same name
+    (tmp_path / "kdef_lan.yaml").write_text("model: {name: resnet18}\n")
+    assert load_config("kdef_lan.yaml").model.name == "resnet18"
+
+
+def test_an_unknown_name_lists_the_packaged_configs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist") as e:
+        load_config("kdef_lam")
+    assert "kdef_lan" in str(e.value) and "rafdb_resnet18" in str(e.value)
+    # a folder path to a packaged name (a README command run outside a clone) points at the name
+    with pytest.raises(ConfigError, match="pass just the name kdef_lan"):
+        load_config("configs/kdef_lan.yaml")

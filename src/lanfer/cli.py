@@ -22,7 +22,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train LAN or the ResNet-18 baseline from a YAML config",
                        description="Train a model. Example: lanfer train configs/rafdb_lan.yaml "
                                    "--set data.root=/data/RAF-DB --out runs/rafdb_lan")
-    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("config", help="YAML config file, or the name of a packaged config (see `lanfer configs`)")
     _add_set(p)
     p.add_argument("--out", help="run directory (default: the config's `out`, else runs/train)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.ckpt")
@@ -328,10 +328,23 @@ def _add_ship(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_configs(sub) -> None:
+    p = sub.add_parser("configs", help="list the experiment configs that ship with lanfer (one per paper row)",
+                       description="Each name can stand in for a config path: lanfer train kdef_lan --cv 10. "
+                                   "A file of that name in the current folder wins over the packaged one.")
+
+    def run(a):
+        from .config import configs_text
+
+        print(configs_text())
+
+    p.set_defaults(func=run)
+
+
 # --- end of commands ---
 
 COMMANDS: list = [_add_demo, _add_train, _add_eval, _add_cluster, _add_prepare, _add_datasets, _add_pose_subsets,
-                  _add_synth, _add_predict, _add_export, _add_models, _add_ship]
+                  _add_synth, _add_predict, _add_export, _add_models, _add_ship, _add_configs]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -257,19 +257,70 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     return cfg
 
 
+def packaged_configs() -> dict[str, Any]:
+    """The experiment configs that ship inside the package (``lanfer/configs/*.yaml``), by name.
+
+    Values are :mod:`importlib.resources` traversables (a :class:`~pathlib.Path` for an ordinary install), so
+    the configs are found wherever pip put the package, with or without a clone of the repository.
+    """
+    from importlib.resources import files
+
+    folder = files("lanfer") / "configs"
+    if not folder.is_dir():
+        return {}
+    return {f.name[: -len(".yaml")]: f for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".yaml")}
+
+
+def configs_text() -> str:
+    """``lanfer configs``: one line per packaged config, its name and the first line of its header comment."""
+    found = packaged_configs()
+    if not found:
+        return "no packaged configs found (is lanfer installed with its package data?)"
+    width = max(len(n) for n in found)
+    lines = []
+    for name, f in found.items():
+        first = next((ln.lstrip("#").strip() for ln in f.read_text().splitlines() if ln.startswith("#")), "")
+        lines.append(f"{name:<{width}}  {first}")
+    return "\n".join(lines + ["", "use one by name (lanfer train kdef_lan) or copy it and edit "
+                               "(a file path always wins over a packaged name)"])
+
+
+def _find_config(path: str | Path) -> tuple[str, str]:
+    """(where, YAML text) for a config file path, or for the name of a packaged config.
+
+    A file that exists wins; otherwise a bare name (``kdef_lan`` or ``kdef_lan.yaml``, no folder) is looked
+    up among the packaged configs. The error lists the packaged names, so a typo is one look away from its fix.
+    """
+    p = Path(path)
+    if p.is_file():
+        return str(p), p.read_text()
+    found = packaged_configs()
+    name = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
+    bare = len(p.parts) == 1
+    if bare and name in found:
+        return f"{name} (packaged: {found[name]})", found[name].read_text()
+    if name in found:  # e.g. configs/kdef_lan.yaml outside a clone of the repository
+        raise ConfigError(f"config file {str(p)!r} does not exist; {name!r} is a packaged config: "
+                          f"pass just the name {name}")
+    raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file or the name of a packaged "
+                      f"config: {', '.join(found) or 'none found'} (`lanfer configs` describes them)")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML config (or start from defaults when ``path`` is None) and apply overrides.
+
+    ``path`` is a YAML file or, when no such file exists, the name of a packaged config (``kdef_lan``).
+    """
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see configs/)")
+        where, text = _find_config(path)
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            raise ConfigError(f"{where}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections (model:, data:, ...)")
+            raise ConfigError(f"{where}: the top level must be a mapping of sections (model:, data:, ...)")
     try:
         return config_from_dict(data, overrides)
     except ConfigError as e:
