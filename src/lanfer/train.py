@@ -90,7 +90,7 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
 def make_sampler(cfg: Config, dataset, epoch: int):
     """The one place the training sampler is chosen: shuffled, class-balanced, and/or distributed.
 
-    Seeded from ``seed + epoch`` so the order is a function of the epoch alone (exact resume)."""
+    Seeded from ``seed * 1000 + epoch`` so the order is a function of the epoch alone (exact resume)."""
     g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     if cfg.data.balanced_sampling:
         from .data.sampling import balanced_sampler
