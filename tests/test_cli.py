@@ -62,3 +62,37 @@ def test_configs_lists_the_packaged_configs(capsys):
     line = next(ln for ln in out.splitlines() if ln.startswith("kdef_lan "))
     assert "KDEF, paper Table 1" in line  # the config's first comment line
     assert "rafdb_resnet18" in out
+
+
+def _configs_raises(monkeypatch, error):
+    """Make `lanfer configs` raise ``error`` (the command imports configs_text when it runs)."""
+    import lanfer.config
+
+    def boom():
+        raise error
+    monkeypatch.setattr(lanfer.config, "configs_text", boom)
+
+
+def test_a_missing_optional_dependency_is_a_user_error(monkeypatch, capsys):
+    _configs_raises(monkeypatch, ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime"))
+    assert main(["configs"]) == 2
+    err = capsys.readouterr().err
+    assert "No module named 'onnxruntime'" in err and 'pip install "lanfer[onnx]"' in err
+    assert "Traceback" not in err
+    # lanfer's own re-raise with an install hint (`raise ImportError(...) from e`) keeps its words
+    hinted = ImportError("reading videos needs opencv: pip install 'lanfer[faces]'")
+    hinted.__cause__ = ModuleNotFoundError("No module named 'cv2'", name="cv2")
+    _configs_raises(monkeypatch, hinted)
+    assert main(["configs"]) == 2
+    assert capsys.readouterr().err.strip() == "lanfer configs: error: reading videos needs opencv: pip install 'lanfer[faces]'"
+
+
+def test_an_import_error_inside_lanfer_is_a_bug_with_a_traceback(monkeypatch):
+    bug = ImportError("cannot import name 'Guidance' from 'lanfer.guidance'", name="lanfer.guidance")
+    _configs_raises(monkeypatch, bug)
+    with pytest.raises(ImportError) as e:
+        main(["configs"])
+    assert e.value is bug
+    _configs_raises(monkeypatch, ModuleNotFoundError("No module named 'lanfer.nothing'", name="lanfer.nothing"))
+    with pytest.raises(ModuleNotFoundError):
+        main(["configs"])

@@ -1,7 +1,8 @@
 """The ``lanfer`` command: argparse subcommands, each parsing its flags and calling one library function.
 
 No logic lives here: every command is a thin face over a function in the package (see DESIGN.md).
-Errors the user can fix (bad config, missing file, bad data) are printed as one line and exit code 2.
+Errors the user can fix (bad config, missing file, bad data, a missing optional dependency) are printed as one
+line and exit code 2; anything else, including an ImportError from lanfer's own code, keeps its traceback.
 """
 from __future__ import annotations
 
@@ -364,14 +365,46 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.base import DataError
 
-    # ImportError: an optional extra (lanfer[faces], lanfer[onnx]) is missing; its message says what to install
-    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError, ImportError]
+    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
     try:
         from .checkpoint import CheckpointError
         errors.append(CheckpointError)
     except ImportError:
         pass
     return tuple(errors)
+
+
+# The optional dependencies, by top-level module, and the extra of pyproject.toml that installs each (None: not
+# in an extra). Keep in step with [project.optional-dependencies].
+OPTIONAL_MODULES: dict[str, str | None] = {
+    "facenet_pytorch": "faces", "cv2": "faces",
+    "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
+    "sklearn": "test", "pytest": "test",
+    "tensorboard": None,
+}
+
+
+def missing_optional(error: ImportError) -> str | None:
+    """The one-line message for ``error`` when it is a missing optional dependency, else None.
+
+    The exception and the ones it was raised from (lanfer re-raises with an install hint) are searched for an
+    ImportError naming an optional module. Anything else, such as an import that fails inside lanfer itself or
+    a missing core dependency, is a bug or a broken install and keeps its traceback.
+    """
+    err: BaseException | None = error
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        module = (getattr(err, "name", None) or "").split(".")[0] if isinstance(err, ImportError) else ""
+        if module in OPTIONAL_MODULES:
+            message = str(error)
+            if "pip install" in message:  # lanfer's own hint already says what to install
+                return message
+            extra = OPTIONAL_MODULES[module]
+            how = f'pip install "lanfer[{extra}]"' if extra else f"pip install {module}"
+            return f"{message}; this command needs the optional dependency {module}: {how}"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except _user_errors() as e:
         print(f"lanfer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        message = missing_optional(e)
+        if message is None:
+            raise  # not a missing extra: an import broken inside lanfer is a bug, so show where
+        print(f"lanfer {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lanfer {args.command}: interrupted", file=sys.stderr)
