@@ -101,11 +101,11 @@ def _natural(item):
 def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
                    channels_last: bool = False, progress: bool = False):
     """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets, preds, probs, metas)."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     model.eval()
     targets, preds, probs, metas = [], [], [], []
-    for images, labels, meta in tqdm(loader, desc="eval", disable=not progress, leave=False):
+    for images, labels, meta in progress_bar(loader, desc="eval", enabled=progress, leave=False):
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

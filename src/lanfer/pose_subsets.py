@@ -150,8 +150,8 @@ def write_pose_subsets(dataset: FERDataset, out_dir: str | Path, thresholds: Seq
             det = detector
         bar = None
         if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=len(todo), desc=f"pose {name}", unit="img")
+            from .progress import progress_bar
+            bar = progress_bar(total=len(todo), desc=f"pose {name}", unit="img")
         for start in range(0, len(todo), _DETECT_BATCH):
             chunk, images = [], []
             for i in todo[start:start + _DETECT_BATCH]:

@@ -268,7 +268,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
 
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, guidance: Guidance | None,
                     frozen: torch.nn.Module | None, epoch: int, step: int, progress: bool) -> tuple[dict, int]:
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     model.train()
     # total, ce, bce, correct, guidance-map mean, summed over samples; kept on the device so the step never
@@ -278,7 +278,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
     t0 = time.perf_counter()
     use_guidance = guidance is not None and cfg.loss.alpha > 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp)
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
+    bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", enabled=progress, leave=False)
     for images, labels, _ in bar:
         if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
             break
@@ -311,7 +311,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
         sums += torch.stack([total.detach() * b, ce.detach() * b, bce.detach() * b,
                              (out.logits.argmax(1) == hard).sum(), gfrac * b]).double()
         seen += b
-        if progress:
+        if not bar.disable:  # drawn bars only: .item() waits for the device
             bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
     counts = dist.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)])).cpu()
     n = max(1.0, counts[5].item())

@@ -162,8 +162,8 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
     bad: list[str] = []
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n, desc=f"prepare {ds.name}/{split}", unit="img")
+        from ..progress import progress_bar
+        bar = progress_bar(total=n, desc=f"prepare {ds.name}/{split}", unit="img")
     for batch in loader:
         for i, pixels, error in batch:
             if pixels is None:

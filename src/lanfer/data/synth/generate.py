@@ -303,8 +303,8 @@ def generate(out: str | Path, identities: int = 4, seed: int = 1, views: str = "
     n_workers = min(n_workers, len(tasks))
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=sum(len(j.poses) for j in jobs), desc="lanfer synth", unit="img")
+        from ...progress import progress_bar
+        bar = progress_bar(total=sum(len(j.poses) for j in jobs), desc="lanfer synth", unit="img")
     results: list[list[dict]] = []
     if n_workers <= 1:
         for t in tasks:
