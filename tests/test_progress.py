@@ -47,3 +47,19 @@ def test_a_piped_command_prints_lines_not_bar_frames(tmp_path):
     assert "\r" not in r.stdout + r.stderr
     assert "lanfer synth: 35 img in " in r.stdout  # 1 person x 1 session x 7 expressions x 5 views
 
+
+
+def test_training_in_a_log_prints_one_line_per_stage_and_epoch(tiny_folder, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+model: {{name: lan_resnet18, num_classes: 3, head_widths: [16, 8, 4]}}
+data: {{name: imagefolder, root: {tiny_folder}, image_size: 64, num_workers: 0}}
+train: {{epochs: 1, batch_size: 8, lr: 0.01, channels_last: false}}
+guidance: {{seeds: 1}}
+""")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0  # progress on (the default)
+    cap = capsys.readouterr()
+    assert "\r" not in cap.out + cap.err
+    lines = cap.out.splitlines()
+    assert sum(ln.startswith("extracting F_o: ") for ln in lines) == 1
+    assert sum(ln.startswith("epoch ") for ln in lines) == 1  # the loop's own line; the bar adds none

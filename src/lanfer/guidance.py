@@ -446,9 +446,9 @@ def extract_features(backbone_fn: Callable[[torch.Tensor], torch.Tensor], loader
     n = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=num_samples, desc="extracting F_o", unit="img")
+        bar = progress_bar(total=num_samples, desc="extracting F_o", unit="img")
     try:
         for i, batch in enumerate(loader):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -922,9 +922,9 @@ def _fit(src, ops, seed, iters, tol, sample_size, chunk_size, n_init, max_memory
     sample_iters = full_iters = unconverged = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(desc=f"guidance K=2 (seed {seed})", unit="pass")
+        bar = progress_bar(desc=f"guidance K=2 (seed {seed})", unit="pass")
     try:
         for p0 in range(0, p_total, pb):
             p1 = min(p0 + pb, p_total)

@@ -567,10 +567,10 @@ class Predictor:
         sources = _expand(inputs, every_nth_frame)
         run = _Run(self, batch_size=batch_size, detect=detect, window=window, return_attention=return_attention,
                    overlays=_Overlays(Path(overlay_dir), self.classes) if overlay_dir is not None else None)
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=sum(s.total or 0 for s in sources if not isinstance(s, _Video)), unit="frame",
-                   disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=sum(s.total or 0 for s in sources if not isinstance(s, _Video)), desc="predict",
+                           unit="frame", enabled=progress, dynamic_ncols=True)
         try:
             try:
                 for source in sources:
