@@ -1,6 +1,6 @@
 """The ``lanfer`` command: argparse subcommands, each parsing its flags and calling one library function.
 
-No logic lives here: every command is a thin face over a function in the package (see DESIGN.md).
+No logic lives here: every command is a thin face over a function in the package (see docs/DESIGN.md).
 Errors the user can fix (bad config, missing file, bad data, a missing optional dependency) are printed as one
 line and exit code 2; anything else, including an ImportError from lanfer's own code, keeps its traceback.
 """
