@@ -1,0 +1,241 @@
+"""Run every benchmark in this folder at a small size and print one summary table (``make bench``).
+
+Each script runs as its own process (a crash or a hang costs one row, not the run), with flags that keep the
+whole set near 10 minutes on 2 free CPU cores; the README's table gives the full-size command of each. The
+header names the machine, since the figures mean little without it: the CPU model and whether it has the
+bfloat16 instructions (``amx_bf16``, ``avx512_bf16``) that make ``train.amp`` pay on a CPU.
+
+    python benchmarks/run_all.py                        # all of them, outputs in runs/bench/
+    python benchmarks/run_all.py --only train_step      # a subset, by part of the script name
+    python benchmarks/run_all.py --list                 # what would run, with its flags
+
+Every script writes its JSON to ``OUT/<script>.json`` and its output to ``OUT/<script>.log``; the table is
+also written to ``OUT/summary.json``. The exit status is 1 when any script failed or timed out.
+``ferplus_crop.py`` is not a speed benchmark and needs the FERPlus dataset: it is not run here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the key figure of each script, read from its output (a failed parse shows the output's last line instead)
+
+def _guidance(out: str) -> str:
+    ours = re.search(r"^lanfer\.fit_guidance \((\w+)\)\s+([\d.]+)", out, re.M)
+    speedup = re.search(r"^speed-up\s+([\d.]+x)", out, re.M)
+    return f"fit_guidance ({ours[1]}) {ours[2]} s, {speedup[1]} faster than per-position sklearn KMeans"
+
+
+def _train_step(out: str) -> str:
+    return re.search(r"LAN overhead .*", out)[0]
+
+
+def _loader(out: str) -> str:
+    row = re.search(r"^eval\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+x)", out, re.M)
+    return f"eval preset, {row[1]} workers: {row[2]} img/s from JPEG, {row[3]} from the cache ({row[4]})"
+
+
+def _predict(out: str) -> str:
+    # rows: backend what batch batch_ms ms/face faces/s; the first "what" is the full classify path
+    rows = re.findall(r"^(\S+)\s+(\S+)\s+(\d+)\s+[\d.]+\s+([\d.]+)\s+[\d.]+\s*$", out, re.M)
+    what = rows[0][1]
+    per = {}
+    for backend, w, batch, ms in rows:
+        if w == what:
+            per.setdefault(backend, []).append(f"{ms} (b{batch})")
+    return "ms/face: " + "; ".join(f"{b} {' '.join(v)}" for b, v in per.items())
+
+
+def _separability(out: str) -> str:
+    res = json.loads(out[out.index("{"):])
+    frontal = sum(res["frontal_only_test_accuracy"]) / len(res["frontal_only_test_accuracy"])
+    return (f"raw-pixel linear floor {100 * res['test_accuracy_mean']:.1f}% held-out (frontal only "
+            f"{100 * frontal:.1f}%, chance {100 * res['chance']:.1f}%)")
+
+
+def _synth_speed(out: str) -> str:
+    rows = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    r = rows[-1]
+    return f"{r['images']} images at {r['image_size']} px: {r['cpu_ms_per_image']} ms CPU per image, " \
+           f"{r['images_per_s']} img/s wall"
+
+
+@dataclass
+class Bench:
+    script: str
+    args: list[str]  # small-size flags; the script's --out is added
+    key: Callable[[str], str]
+
+
+# Small sizes, each a few seconds to about two minutes on 2 idle cores.
+BENCHES = [
+    Bench("bench_train_step.py", ["--size", "112", "--batch", "32", "--steps", "10", "--rounds", "2"], _train_step),
+    Bench("bench_guidance.py", ["--n", "2000", "--positions", "9", "--channels", "64", "--sklearn-positions", "3",
+                                "--repeat", "1"], _guidance),
+    Bench("bench_loader.py", ["--n", "400", "--workers", "0"], _loader),
+    Bench("bench_predict.py", ["--batches", "1,8", "--reps", "3", "--warmup", "1", "--photo-reps", "1",
+                               "--threads", "1"], _predict),
+    Bench("bench_synth_separability.py", ["--identities", "8", "--size", "64", "--pixels", "16"], _separability),
+    # its sets are fixed (the demo's two at 112 px, then --size); the largest single item here (~1-2 min)
+    Bench("bench_synth_speed.py", ["--size", "64"], _synth_speed),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the machine
+
+def cpu_model() -> str:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r"^Model name:\s*(.+)$", text, re.M)
+        if m:
+            return m[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:  # no lscpu (a slim container)
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if m:
+            return m[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        m = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return set(m[1].split()) if m else set()
+    except OSError:
+        return set()
+
+
+def header() -> str:
+    flags = cpu_flags()
+    bf16 = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("amx_bf16", "avx512_bf16"))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = f"; load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    lines = [f"CPU: {cpu_model()}  ({usable} usable of {os.cpu_count()} logical CPUs{load})",
+             f"bf16 instructions: {bf16}" + ("" if flags else " (no /proc/cpuinfo flags to read)"),
+             f"python {platform.python_version()} ({sys.executable})"]
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads, GPU: {gpu}")
+    except ImportError:
+        lines.append("torch: not importable from this interpreter")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# running
+
+def run_one(bench: Bench, out_dir: Path, timeout: float, echo: bool) -> dict:
+    """Run one script as a subprocess, echoing its output; returns its summary row."""
+    script = HERE / bench.script
+    row = {"script": bench.script, "args": bench.args, "status": "missing", "wall_s": 0.0, "key": ""}
+    if not script.is_file():
+        return row
+    cmd = [sys.executable, str(script), *bench.args, "--out", str(out_dir / f"{Path(bench.script).stem}.json")]
+    env = dict(os.environ)
+    # measure this checkout's lanfer, installed or not (as benchmarks/gpu.sh does)
+    env["PYTHONPATH"] = str(HERE.parent / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"  # lines as they come, so a timed-out script's log shows how far it got
+    print(f"\n=== {bench.script} {' '.join(bench.args)}", flush=True)
+    t0 = time.perf_counter()
+    # a new session, so a timeout can stop the script's own worker processes too
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    timer = threading.Timer(timeout, stop)
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if echo:
+                print("  | " + line, end="", flush=True)
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    row["wall_s"] = round(time.perf_counter() - t0, 1)
+    output = "".join(lines)
+    (out_dir / f"{Path(bench.script).stem}.log").write_text(output)
+    if timed_out.is_set():
+        row["status"] = f"TIMEOUT {timeout:.0f}s"
+    elif rc != 0:
+        row["status"] = f"FAILED rc {rc}"
+    else:
+        row["status"] = "ok"
+    try:
+        row["key"] = bench.key(output) if row["status"] == "ok" else ""
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError):
+        row["key"] = ""
+    if not row["key"]:  # a failure's last words, or output this runner cannot read: the last line
+        row["key"] = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")[:160]
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    w = max([len("script")] + [len(r["script"]) for r in rows])
+    lines = [f"{'script':<{w}}  {'status':<13} {'wall s':>7}  key figure"]
+    lines += [f"{r['script']:<{w}}  {r['status']:<13} {r['wall_s']:>7.1f}  {r['key']}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run the scripts whose name contains NAME")
+    ap.add_argument("--out", default="runs/bench", help="folder for each script's JSON and log (default runs/bench)")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per script before it is stopped (default 300)")
+    ap.add_argument("--quiet", action="store_true", help="do not echo the scripts' output, only the table")
+    ap.add_argument("--list", action="store_true", help="print what would run and exit")
+    a = ap.parse_args(argv)
+
+    benches = [b for b in BENCHES if not a.only or any(n in b.script for n in a.only)]
+    if a.only and not benches:
+        ap.error(f"--only {' '.join(a.only)} matches none of: {', '.join(b.script for b in BENCHES)}")
+    known = {b.script for b in BENCHES}
+    unlisted = sorted(p.name for p in HERE.glob("bench_*.py") if p.name not in known)
+    if a.list:
+        for b in benches:
+            print(f"{b.script} {' '.join(b.args)}")
+        return 0
+
+    print(header())
+    if unlisted:  # a new script is not run at an unknown size: it needs its small-size flags here first
+        print(f"not run (add them to BENCHES in {Path(__file__).name}): {', '.join(unlisted)}")
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = [run_one(b, out_dir, a.timeout, echo=not a.quiet) for b in benches]
+    print(f"\n{header()}\n\n{table(rows)}\n\ntotal {time.perf_counter() - t0:.0f} s; outputs in {out_dir}/")
+    (out_dir / "summary.json").write_text(json.dumps({"machine": header(), "rows": rows}, indent=2))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
