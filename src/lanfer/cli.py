@@ -79,8 +79,8 @@ def _add_cluster(sub) -> None:
     p.add_argument("--out", help="folder for guidance.safetensors and its summary")
 
     def run(a):
+        from .cluster import cluster
         from .config import load_config
-        from .train import cluster
 
         cluster(load_config(a.config, a.overrides), out=a.out)
 
