@@ -49,8 +49,9 @@ def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, st
                      chunk_size=cfg.guidance.chunk_size, device=str(device) if str(device) != "cpu" else None,
                      progress=progress, source=str(cfg.model.pretrained or "random-init backbone"))
     if cfg.guidance.seeds > 1:
+        # the first seed is the fit just made: reused, not refitted
         g.meta["stability"] = stability(store, seeds=tuple(range(cfg.seed, cfg.seed + cfg.guidance.seeds)),
-                                        iters=cfg.guidance.iters, tol=cfg.guidance.tol,
+                                        first=g, iters=cfg.guidance.iters, tol=cfg.guidance.tol,
                                         chunk_size=cfg.guidance.chunk_size,
                                         device=str(device) if str(device) != "cpu" else None)
     if store_path is not None:

@@ -266,7 +266,7 @@ def fit_guidance(features, seed: int = 0, iters: int = 100, tol: float = 1e-6, s
 # Stability across seeds
 
 
-def stability(features, seeds=(0, 1, 2), **kw) -> dict:
+def stability(features, seeds=(0, 1, 2), *, first: Guidance | None = None, **kw) -> dict:
     """Fit with each seed and measure, per position, how far the guidance labels agree with ``seeds[0]``.
 
     For every training sample and position we compare the label of seed s with seed ``seeds[0]``:
@@ -277,6 +277,10 @@ def stability(features, seeds=(0, 1, 2), **kw) -> dict:
     Args:
         features: as for :func:`fit_guidance` (a generator is consumed once and reused for every seed).
         seeds: at least two seeds; the first is the reference.
+        first: the fit of ``seeds[0]`` on these features with these arguments, when the caller already has
+            it (the guidance it is about to use): it is reused instead of fitted again, so ``len(seeds)``
+            seeds cost ``len(seeds) - 1`` fits. Its ``meta`` must show that seed, the features' shape and
+            the same iters/tol/sample_size/n_init, else a ValueError says what differs.
         **kw: passed to :func:`fit_guidance` (iters, tol, sample_size, chunk_size, device, n_init, ...).
     Returns:
         A JSON-friendly dict, meant for ``guidance.meta["stability"]`` (then shown by ``summary()``):
@@ -300,9 +304,12 @@ def stability(features, seeds=(0, 1, 2), **kw) -> dict:
         _check_args(s, args["iters"], args["tol"], args["sample_size"], args["chunk_size"], args["n_init"])
     ops, dev = _make_ops(features, device)
     src = _make_source(features, dev)
+    if first is not None:
+        _check_first(first, seeds[0], src, args)
     with ops:
-        fits = [_fit(src, ops, s, args["iters"], float(args["tol"]), args["sample_size"], args["chunk_size"],
-                     args["n_init"], args["max_memory"], progress, source) for s in seeds]
+        fits = [] if first is None else [first]
+        fits += [_fit(src, ops, s, args["iters"], float(args["tol"]), args["sample_size"], args["chunk_size"],
+                      args["n_init"], args["max_memory"], progress, source) for s in seeds[len(fits):]]
 
         # one more pass: every seed's labels for every sample, compared with the first seed's
         centres = np.stack([g.centers.numpy() for g in fits], 1)  # (P, S, 2, C)
@@ -332,3 +339,21 @@ def stability(features, seeds=(0, 1, 2), **kw) -> dict:
         "attentive_fraction": [g.attentive_fraction().tolist() for g in fits],
         "inertia": [float(g.inertia.sum()) for g in fits],
     }
+
+
+def _check_first(first: Guidance, seed: int, src, args: dict) -> None:
+    """Refuse a reused first fit that fitting ``seed`` here would not have produced (other data or settings).
+
+    The fit is a function of the data, the seed and these settings only (not of chunk_size, max_memory or
+    how the input was chunked), so matching them is what makes reuse give the result a refit would."""
+    if not isinstance(first, Guidance):
+        raise TypeError(f"stability: first must be the Guidance of seed {seed}; got {type(first).__name__}")
+    want = {"seed": seed, "n": src.n, "channels": src.channels, "height": src.height, "width": src.width,
+            "iters": int(args["iters"]), "tol": float(args["tol"]),
+            "sample_size": min(int(args["sample_size"]), src.n), "n_init": int(args["n_init"])}
+    got = {k: first.meta.get(k) for k in want}
+    diff = [f"{k}={got[k]!r} (here {want[k]!r})" for k in want if got[k] != want[k]]
+    if diff:
+        raise ValueError(f"stability: the given first fit does not match seed {seed} on these features with "
+                         f"these settings: {', '.join(diff)}; pass the Guidance that fit_guidance returned for "
+                         "the same features and arguments, or first=None to fit it here")
