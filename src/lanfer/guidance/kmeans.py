@@ -36,8 +36,13 @@ def _accumulate(chunks: Callable[[], Iterator], ops, centres, active, totals: bo
 
 
 def _reduce(st: _Stats) -> _Stats:
-    """Combine statistics across processes. In one process there is nothing to combine; with the samples
-    sharded over DDP ranks each field of ``st`` is all-reduced with a sum here (every field is additive)."""
+    """Combine statistics across processes: the identity today, because every process sees all N samples.
+
+    Under torchrun each rank currently extracts and fits the whole training set, so summing over ranks here
+    would count every sample once per rank. Issue 12 shards the samples over the ranks; then every field of
+    ``st`` is all-reduced with a sum here (all are additive), and the two rank-local steps that read samples
+    directly, the k-means++ sample and the farthest-point reseed of an empty cluster (:func:`_farthest`),
+    must combine across ranks too."""
     return st
 
 
