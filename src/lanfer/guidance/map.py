@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_write
+
 _FORMAT = "lanfer.guidance"
 _FORMAT_VERSION = 1
 
@@ -111,19 +113,14 @@ class Guidance:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a small safetensors file (centres, attentive, counts, inertia; meta as JSON metadata).
-        Written to a temporary name and renamed, so an interrupted save never leaves half a file."""
+        Written through :func:`lanfer.io.atomic_write`, so an interrupted save never leaves half a file."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"centers": self.centers.float().contiguous(), "attentive": self.attentive.long().contiguous(),
                    "counts": self.counts.long().contiguous(), "inertia": self.inertia.double().contiguous()}
         metadata = {"format": _FORMAT, "format_version": str(_FORMAT_VERSION), "height": str(self.height),
                     "width": str(self.width), "meta": json.dumps(self.meta, sort_keys=True)}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Guidance:

@@ -10,6 +10,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from ..io import atomic_write
+
 _STORE_FORMAT = "lanfer.feature_store"
 _STORE_VERSION = 1
 
@@ -109,9 +111,7 @@ class FeatureStore:
                       "capacity": self.capacity, "channels": self.channels, "height": self.height,
                       "width": self.width, "dtype": str(self.dtype), "layout": "position-major (H*W, N, C)",
                       "meta": self.meta}
-            tmp = _header_path(self.path).with_suffix(".tmp")
-            tmp.write_text(json.dumps(header, indent=1))
-            os.replace(tmp, _header_path(self.path))
+            atomic_write(_header_path(self.path), lambda tmp: tmp.write_text(json.dumps(header, indent=1)))
         return self
 
     @classmethod
