@@ -353,9 +353,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     # ImportError: an optional extra (lanfer[faces], lanfer[onnx]) is missing; its message says what to install
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError, ImportError]
-    try:
+    try:  # both import torch; where it is missing, no command that could raise them runs
         from .checkpoint import CheckpointError
-        errors.append(CheckpointError)
+        from .guidance import GuidanceError
+        errors += [CheckpointError, GuidanceError]
     except ImportError:
         pass
     return tuple(errors)

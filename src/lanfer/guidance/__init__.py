@@ -40,7 +40,7 @@ from __future__ import annotations
 # The engine's internals stay reachable here for the tests that drive a single Lloyd run by hand.
 from .backends import _NumpyOps  # noqa: F401
 from .kmeans import _lloyd, fit_guidance, stability  # noqa: F401
-from .map import NEAR_EQUAL, Guidance
+from .map import NEAR_EQUAL, Guidance, GuidanceError
 from .store import FeatureStore, extract_features
 
-__all__ = ["Guidance", "FeatureStore", "fit_guidance", "extract_features", "stability", "NEAR_EQUAL"]
+__all__ = ["Guidance", "GuidanceError", "FeatureStore", "fit_guidance", "extract_features", "stability", "NEAR_EQUAL"]

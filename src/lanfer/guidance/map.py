@@ -19,6 +19,15 @@ _FORMAT_VERSION = 1
 NEAR_EQUAL = 0.4
 
 
+_TENSORS = "centers (H*W, 2, C), attentive (H*W,), counts (H*W, 2), inertia (H*W,)"
+
+
+class GuidanceError(ValueError):
+    """A guidance file that cannot be used: unreadable, not a guidance file, or lacking what one holds.
+
+    The message names the file and what was expected; the command line prints it without a traceback."""
+
+
 # ----------------------------------------------------------------------------------------------------
 # The fitted result
 
@@ -124,31 +133,51 @@ class Guidance:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Guidance:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: there is no such file.
+            GuidanceError: the file is truncated or not safetensors, is another kind of safetensors file,
+                has a newer format version, or lacks (or has mis-shaped) tensors or metadata.
+        """
         from safetensors import safe_open
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"guidance file {str(path)!r} does not exist; fit one with `lanfer cluster` "
                                     "or lanfer.fit_guidance(...).save(path)")
+        refit = "; fit a new one with `lanfer cluster` or lanfer.fit_guidance(...).save(path)"
         try:
             with safe_open(str(path), framework="pt") as f:
                 md = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for a corrupt header
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({e})") from None
+        except Exception as e:  # safetensors raises its own error types for a corrupt or truncated file
+            raise GuidanceError(f"{str(path)!r} is not a readable safetensors file ({e}); expected a lanfer "
+                                f"guidance file written by `lanfer cluster` or Guidance.save (is it truncated "
+                                f"or overwritten?){refit}") from None
         if md.get("format") != _FORMAT:
-            raise ValueError(f"{str(path)!r} is not a lanfer guidance file (metadata format="
-                             f"{md.get('format')!r}, expected {_FORMAT!r})")
-        if int(md.get("format_version", 0)) > _FORMAT_VERSION:
-            raise ValueError(f"{str(path)!r} has guidance format version {md['format_version']}; this lanfer "
-                             f"reads up to {_FORMAT_VERSION}: upgrade lanfer")
+            raise GuidanceError(f"{str(path)!r} is not a lanfer guidance file (metadata format="
+                                f"{md.get('format')!r}, expected {_FORMAT!r}){refit}")
+        try:
+            version = int(md.get("format_version", 0))
+            height, width = int(md["height"]), int(md["width"])
+            meta = json.loads(md.get("meta", "{}"))
+        except (KeyError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+            raise GuidanceError(f"{str(path)!r} has broken guidance metadata ({type(e).__name__}: {e}); expected "
+                                f"format_version, height and width as integers and meta as JSON{refit}") from None
+        if version > _FORMAT_VERSION:
+            raise GuidanceError(f"{str(path)!r} has guidance format version {version}; this lanfer reads up to "
+                                f"{_FORMAT_VERSION}: upgrade lanfer")
         missing = {"centers", "attentive", "counts", "inertia"} - set(tensors)
         if missing:
-            raise ValueError(f"{str(path)!r} lacks tensors {sorted(missing)}")
-        return cls(centers=tensors["centers"], attentive=tensors["attentive"], counts=tensors["counts"],
-                   inertia=tensors["inertia"], height=int(md["height"]), width=int(md["width"]),
-                   meta=json.loads(md.get("meta", "{}")))
+            raise GuidanceError(f"{str(path)!r} lacks tensors {sorted(missing)}; a guidance file holds {_TENSORS}"
+                                f"{refit}")
+        try:
+            return cls(centers=tensors["centers"], attentive=tensors["attentive"], counts=tensors["counts"],
+                       inertia=tensors["inertia"], height=height, width=width, meta=meta)
+        except ValueError as e:
+            raise GuidanceError(f"{str(path)!r} does not hold a consistent guidance map for {height}x{width} "
+                                f"positions ({e}){refit}") from None
 
     # -- reading it -----------------------------------------------------------------------------------
 
