@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
