@@ -68,8 +68,8 @@ def cluster(cfg: Config, out: str | Path | None = None, progress: bool = True) -
     seed_everything(cfg.seed)
     device, _, _ = dist.setup(cfg.train.device)
     ds = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split,
-                       transform=EvalPreset(cfg.data.image_size, cfg.data.normalize), classes=cfg.data.classes,
-                       skip_bad=cfg.data.skip_bad, **cfg.data.options)
+                       transform=EvalPreset(cfg.data.image_size, cfg.data.normalize, cfg.data.color),
+                       classes=cfg.data.classes, skip_bad=cfg.data.skip_bad, **cfg.data.options)
     model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained)
     g = fit_guidance_for(cfg, model.backbone, ds, device, store_dir=out, progress=progress)
     path = out / "guidance.safetensors"
