@@ -8,14 +8,12 @@ Files:
 * pretrained backbones: torchvision key names, ``module.``-prefixed DataParallel keys, and the MS-Celeb-1M
   face-recognition checkpoint of the FER literature (``ijba_res18_naive.pth.tar``).
 
-Every write goes to a temporary file that is renamed into place, so a crash mid-save never corrupts the
-previous checkpoint.
+Every write goes through :func:`lanfer.io.atomic_write` (a temporary file renamed into place), so a crash
+mid-save never corrupts the previous checkpoint.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .info import FORMAT, FORMAT_VERSION, InfoError, ModelInfo, decode_metadata  # noqa: F401 (decode_metadata re-exported)
+from .io import atomic_write
 
 # Heads of face-recognition checkpoints that are not part of the backbone: the ijba model has a 256-d
 # embedding (`feature`, 256x512) and an 87,020-way identity classifier (`fc`, 87020x256).
@@ -34,18 +33,6 @@ STRIPPED_PREFIXES = ("module.", "backbone.", "model.", "base.", "encoder.")
 
 class CheckpointError(ValueError):
     """A weights file that cannot be used: unreadable, another architecture, keys that do not match."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -61,7 +48,7 @@ def save_model(path: str | Path, model: nn.Module, info: ModelInfo | Mapping[str
     info = as_model_info(info, where=str(path))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = info.to_metadata()
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
     return path
 
 
@@ -129,7 +116,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str = "s
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
     """``torch.save`` a dict of tensors and plain containers (no pickled objects), atomically."""
     path = Path(path)
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     return path
 
 

@@ -80,8 +80,8 @@ def _add_cluster(sub) -> None:
     p.add_argument("--out", help="folder for guidance.safetensors and its summary")
 
     def run(a):
+        from .cluster import cluster
         from .config import load_config
-        from .train import cluster
 
         cluster(load_config(a.config, a.overrides), out=a.out)
 
@@ -366,9 +366,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .data.base import DataError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
-    try:
+    try:  # both import torch; where it is missing, no command that could raise them runs
         from .checkpoint import CheckpointError
-        errors.append(CheckpointError)
+        from .guidance import GuidanceError
+        errors += [CheckpointError, GuidanceError]
     except ImportError:
         pass
     return tuple(errors)

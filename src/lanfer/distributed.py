@@ -7,7 +7,9 @@ identity. Only rank 0 prints and writes files; metrics are summed across ranks i
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -33,6 +35,19 @@ def setup(device_pref: str = "auto") -> tuple[torch.device, int, int]:
 
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def log(msg: str) -> None:
+    """Print on rank 0 only (every rank would otherwise print the same line)."""
+    if is_main():
+        print(msg, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs (model initialisation, augmentation)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def world_size() -> int:

@@ -24,35 +24,25 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from . import distributed as dist
 from .checkpoint import (CheckpointError, load_state, load_training_state, save_model, save_training_state)
+from .cluster import fit_guidance_for
 from .config import Config, ConfigError, resolve_workers
 from .data import EvalPreset, TrainPreset, build_dataset, collate
+from .distributed import log, seed_everything
 from .evaluate import evaluate, format_metrics, write_metrics
 from .guidance import Guidance
 from .losses import lan_loss
 from .info import FaceCrop, ModelInfo
 from .model import create_model, model_kwargs_from_config
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def log(msg: str) -> None:
-    if dist.is_main():
-        print(msg, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -118,75 +108,6 @@ def make_loader(cfg: Config, dataset, train: bool, epoch: int = 0) -> DataLoader
         kw["drop_last"] = len(dataset) > cfg.train.batch_size
         kw["generator"] = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)  # worker seeds
     return DataLoader(dataset, **kw)
-
-
-# ----------------------------------------------------------------------------------------------------
-# guidance
-
-
-def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, store_dir: Path | None = None,
-                     progress: bool = True) -> Guidance:
-    """Extract F_o with ``backbone`` over ``dataset`` (no augmentation) and fit the K=2 guidance centres."""
-    from .guidance import extract_features, fit_guidance
-
-    ds = dataset
-    if cfg.guidance.max_images and len(ds) > cfg.guidance.max_images:
-        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.guidance.max_images]
-        ds = Subset(ds, sorted(idx.tolist()))
-    loader = DataLoader(ds, batch_size=max(cfg.train.batch_size, 64), shuffle=False,
-                        num_workers=resolve_workers(cfg.data.num_workers, cfg.train.device), collate_fn=collate)
-    backbone = backbone.to(device).eval()
-
-    @torch.no_grad()
-    def features(images):
-        images = images.to(device)
-        if cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return backbone(images).float()  # F_o, (B, 512, H, W)
-
-    # Features stay in RAM up to ~1 GB (float16); beyond that they stream through a memmap in the run dir.
-    with torch.no_grad():
-        x0 = ds[0][0][None]
-        c, h, w = features(x0).shape[1:]
-    big = len(ds) * c * h * w * 2 > 1 << 30
-    store_path = (store_dir / "features.f16") if (store_dir is not None and big) else None
-    store = extract_features(features, loader, store_path=store_path, progress=progress, overwrite=True,
-                             source=str(cfg.model.pretrained or "random-init backbone"))
-    g = fit_guidance(store, seed=cfg.seed, iters=cfg.guidance.iters, tol=cfg.guidance.tol,
-                     chunk_size=cfg.guidance.chunk_size, device=str(device) if str(device) != "cpu" else None,
-                     progress=progress, source=str(cfg.model.pretrained or "random-init backbone"))
-    if cfg.guidance.seeds > 1:
-        from .guidance import stability
-
-        g.meta["stability"] = stability(store, seeds=tuple(range(cfg.seed, cfg.seed + cfg.guidance.seeds)),
-                                        iters=cfg.guidance.iters, tol=cfg.guidance.tol,
-                                        chunk_size=cfg.guidance.chunk_size,
-                                        device=str(device) if str(device) != "cpu" else None)
-    if store_path is not None:
-        store.close() if hasattr(store, "close") else None
-        for p in store_dir.glob("features.f16*"):
-            p.unlink()
-    return g
-
-
-def cluster(cfg: Config, out: str | Path | None = None, progress: bool = True) -> Path:
-    """``lanfer cluster``: fit guidance centres with the config's (pretrained) backbone; writes the file."""
-    out = Path(out or cfg.out or "runs/cluster")
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    device, _, _ = dist.setup(cfg.train.device)
-    ds = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split,
-                       transform=EvalPreset(cfg.data.image_size, cfg.data.normalize), classes=cfg.data.classes,
-                       skip_bad=cfg.data.skip_bad, **cfg.data.options)
-    model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained)
-    g = fit_guidance_for(cfg, model.backbone, ds, device, store_dir=out, progress=progress)
-    path = out / "guidance.safetensors"
-    g.save(path)
-    (out / "guidance_summary.txt").write_text(g.summary())
-    cfg.save(out / "config.yaml")
-    log(g.summary())
-    log(f"wrote {path}")
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..io import atomic_write
 from .base import DataError, FERDataset, build_dataset, register_dataset
 from ._common import OfficialSample
 
@@ -143,9 +144,7 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
             rep = getattr(ds, "report", {})
             info["folds"] = {k: rep.get(k) for k in ("folds", "fold_by", "seed")}
     info["out"] = str(out)
-    tmp = out / "info.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, out / "info.json")
+    atomic_write(out / "info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
     return info
 
 
@@ -154,65 +153,74 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
     from torch.utils.data import DataLoader
 
     n = len(ds)
-    tmp_images = out / f"images_{split}.tmp.npy"
-    array = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     loader = DataLoader(_Decode(ds, size), batch_size=32, num_workers=workers,
                         collate_fn=_as_list)
     good = np.zeros(n, dtype=bool)
     bad: list[str] = []
-    bar = None
-    if progress:
-        from ..progress import progress_bar
-        bar = progress_bar(total=n, desc=f"prepare {ds.name}/{split}", unit="img")
-    for batch in loader:
-        for i, pixels, error in batch:
-            if pixels is None:
-                if not skip_bad:
-                    if bar is not None:
-                        bar.close()
-                    del array
-                    os.remove(tmp_images)
-                    raise DataError(error)
-                bad.append(error)
-            else:
-                array[i] = pixels
-                good[i] = True
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    array.flush()
+
+    def write_images(tmp: Path) -> None:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        bar = None
+        if progress:
+            from ..progress import progress_bar
+            bar = progress_bar(total=n, desc=f"prepare {ds.name}/{split}", unit="img")
+        try:
+            for batch in loader:
+                for i, pixels, error in batch:
+                    if pixels is None:
+                        if not skip_bad:
+                            raise DataError(error)
+                        bad.append(error)
+                    else:
+                        array[i] = pixels
+                        good[i] = True
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        array.flush()
+        del array  # unmapped before the file is replaced below or renamed into place
+        keep = np.flatnonzero(good)
+        if len(keep) < n:
+            # leave the undecodable rows out: a compact copy replaces the full one, written the same way
+            def compact(tmp2: Path) -> None:
+                full = np.load(tmp, mmap_mode="r")  # (n, S, S, 3)
+                rows = np.lib.format.open_memmap(tmp2, mode="w+", dtype=np.uint8, shape=(len(keep), size, size, 3))
+                for start in range(0, len(keep), 1024):
+                    rows[start:start + 1024] = full[keep[start:start + 1024]]
+                rows.flush()
+                del full, rows
+
+            atomic_write(tmp, compact)
+
+    atomic_write(out / f"images_{split}.npy", write_images)
     keep = np.flatnonzero(good)
-    final_images = out / f"images_{split}.npy"
-    if len(keep) == n:
-        del array
-        os.replace(tmp_images, final_images)
-    else:
-        compact = np.lib.format.open_memmap(out / f"images_{split}.part.npy", mode="w+", dtype=np.uint8,
-                                            shape=(len(keep), size, size, 3))
-        for start in range(0, len(keep), 1024):
-            compact[start:start + 1024] = array[keep[start:start + 1024]]
-        compact.flush()
-        del array, compact
-        os.remove(tmp_images)
-        os.replace(out / f"images_{split}.part.npy", final_images)
     samples = [ds.samples[i] for i in keep]
     soft = any(not isinstance(s.label, int) for s in samples)
     if soft:
         labels = np.asarray([list(s.label) for s in samples], dtype=np.float32).reshape(len(samples), -1)
     else:
         labels = np.asarray([s.label for s in samples], dtype=np.int64)
-    np.save(out / f"labels_{split}.npy", labels)
-    with open(out / f"meta_{split}.jsonl.tmp", "w") as fh:
-        for s in samples:
-            fh.write(json.dumps(_jsonable({**s.meta, "path": s.path})) + "\n")
-    os.replace(out / f"meta_{split}.jsonl.tmp", out / f"meta_{split}.jsonl")
+    atomic_write(out / f"labels_{split}.npy", lambda tmp: _save_npy(tmp, labels))
+    atomic_write(out / f"meta_{split}.jsonl", lambda tmp: _write_meta(tmp, samples))
     if bad:
         warnings.warn(f"prepare {ds.name}/{split}: {len(bad)} images could not be decoded and were left out "
                       f"(e.g. {bad[0]})", stacklevel=2)
     report = dict(getattr(ds, "report", {}) or {})
     report.update({"written": int(len(keep)), "undecodable": len(bad), "undecodable_examples": bad[:10]})
     return {"n": int(len(keep)), "soft_labels": soft, "report": _jsonable_report(report)}
+
+
+def _write_meta(path: Path, samples) -> None:
+    with open(path, "w") as fh:  # streamed: AffectNet has 287,651 lines
+        for s in samples:
+            fh.write(json.dumps(_jsonable({**s.meta, "path": s.path})) + "\n")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to the temporary name
+        np.save(fh, array)
 
 
 def _jsonable_report(report: dict) -> dict:
