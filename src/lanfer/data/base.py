@@ -1,4 +1,4 @@
-"""The data contract every dataset follows, and the registry behind :func:`build_dataset`.
+"""The data contract every dataset follows (the registry of readers is :mod:`lanfer.data.registry`).
 
 A dataset yields ``(image, label, meta)``: ``image`` is a PIL RGB image (or whatever ``transform`` makes of
 it), ``label`` an ``int`` index into ``dataset.classes`` (or a float tensor of class probabilities for
@@ -114,55 +114,3 @@ def collate(batch):
     else:
         labels = torch.as_tensor(labels, dtype=torch.long)
     return images, labels, list(metas)
-
-
-_REGISTRY: dict[str, Callable[..., FERDataset]] = {}
-
-
-def register_dataset(name: str):
-    """Decorator: make a builder ``fn(root, split, transform=None, **options)`` available
-    to :func:`build_dataset` and to configs as ``data.name``."""
-
-    def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def available_datasets() -> list[str]:
-    from . import _load_all  # noqa: F401  (imports every dataset module so they register)
-
-    return sorted(_REGISTRY)
-
-
-def build_dataset(name: str, root: str | Path | None, split: str, transform: Callable | None = None,
-                  subset: str | Path | None = None, **options) -> FERDataset:
-    """Build a registered dataset by name.
-
-    Args:
-        name: ``"imagefolder"``, ``"csv"``, ``"rafdb"``, ``"ferplus"``, ``"affectnet"``, ``"kdef"``,
-            ``"fer2013"`` or ``"synth"`` (see :func:`available_datasets`).
-        root: the dataset's folder in its official layout (or the CSV file for ``"csv"``).
-        split: ``"train"``, ``"val"`` or ``"test"`` (datasets map these to their own split names).
-        transform: applied to each PIL image (see :mod:`lanfer.data.presets`).
-        subset: a pose-list file (RAN's format) restricting the split to the images it names.
-        **options: dataset-specific options (``fold``, ``folds``, ``num_classes``, ``label_mode`` ...).
-    """
-    from . import _load_all  # noqa: F401  (imports every dataset module so they register)
-
-    if name not in _REGISTRY:
-        raise DataError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
-    if root is None:
-        raise DataError(f"dataset {name!r} needs a root folder: set data.root (e.g. --set data.root=/data/{name})")
-    if not Path(root).exists():
-        raise DataError(f"dataset root {str(root)!r} does not exist; download the dataset and point data.root at it")
-    ds = _REGISTRY[name](root, split, transform=transform, **options)
-    if subset is not None:  # the one place pose lists are applied, for every reader alike
-        from .poselists import restrict_to_list
-
-        restrict_to_list(ds, subset)
-    if len(ds) == 0:
-        raise DataError(f"dataset {name!r} at {str(root)!r} has no images in split {split!r}; "
-                        "check the folder layout against the README")
-    return ds

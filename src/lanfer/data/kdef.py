@@ -33,7 +33,8 @@ from PIL import Image
 
 from ._common import (Issues, OfficialDataset, OfficialSample, check_classes, check_options, crop_to_box,
                       scale_box)
-from .base import IMAGE_EXTENSIONS, DataError, Sample, register_dataset
+from .base import IMAGE_EXTENSIONS, DataError, Sample
+from .registry import register_dataset
 
 KDEF_CLASSES = ["afraid", "angry", "disgusted", "happy", "neutral", "sad", "surprised"]
 KDEF_EXPRESSIONS = {"AF": 0, "AN": 1, "DI": 2, "HA": 3, "NE": 4, "SA": 5, "SU": 6}

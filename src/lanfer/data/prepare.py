@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import DataError, FERDataset, build_dataset, register_dataset
 from ._common import OfficialSample
+from .base import DataError, FERDataset
+from .registry import build_dataset, register_dataset
 
 FORMAT = "lanfer-prepared"
 VERSION = 1
@@ -343,8 +344,7 @@ def datasets_text(name: str | None = None, root: str | None = None, splits: list
                   subset: str | None = None, options: list[str] | None = None) -> str:
     """``lanfer datasets``: the registered names, or (with ``name`` and ``root``) per-split counts of a
     dataset folder, to check a download against the documented layout. ``options`` are ``key=value``."""
-    from . import _load_all  # noqa: F401
-    from .base import available_datasets
+    from .registry import available_datasets
 
     if name is None:
         return "datasets: " + ", ".join(available_datasets())
