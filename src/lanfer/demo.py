@@ -122,8 +122,16 @@ def _run(tcfg, out: Path, resume: bool) -> dict:
     return train(tcfg, out=out, resume=(out / "last.ckpt").is_file() and resume)
 
 
+def _fold_data(cfg: DemoConfig, expr_root: Path, fold: int) -> dict[str, Any]:
+    """The ``data`` section of fold ``fold``: one definition, so the CNNs and the pixel floor see the same split."""
+    # val_split None: the last epoch is reported, never the best epoch on the test identities (that would
+    # select on the test set)
+    return {"name": "kdef", "root": str(expr_root), "val_split": None, "test_split": "test",
+            "options": {"fold": fold, "folds": cfg.folds}}
+
+
 def _pixel_fold(cfg: DemoConfig, expr_root: Path, fold: int, out: Path) -> dict:
-    from .data import build_dataset
+    from .data import build_dataset_from_config
     from .pixel_baseline import pixel_baseline
 
     path = out / f"pixels_fold{fold}.json"
@@ -131,9 +139,9 @@ def _pixel_fold(cfg: DemoConfig, expr_root: Path, fold: int, out: Path) -> dict:
         _log(f"reusing {path}")
         return json.loads(path.read_text())
     _log(f"fold {fold + 1}/{cfg.folds}: linear classifier on raw pixels")
-    opts = {"fold": fold, "folds": cfg.folds}
-    m = pixel_baseline(build_dataset("kdef", expr_root, "train", **opts),
-                       build_dataset("kdef", expr_root, "test", **opts), group_by=["view"])
+    data = _train_cfg(cfg, data=_fold_data(cfg, expr_root, fold)).data
+    m = pixel_baseline(build_dataset_from_config(data, data.train_split),
+                       build_dataset_from_config(data, data.test_split), group_by=["view"])
     path.write_text(json.dumps(m, indent=2))
     return m
 
@@ -182,11 +190,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         for name, label in MODELS:
             _log(f"stage 4: fold {fold + 1}/{cfg.folds}: fine-tuning {label}")
             fcfg = _train_cfg(cfg, model={"name": name, "num_classes": 7, "pretrained": str(backbone)},
-                              # val_split None: the last epoch is reported, never the best epoch on the
-                              # test identities (that would select on the test set)
-                              data={"name": "kdef", "root": str(expr_root), "val_split": None,
-                                    "test_split": "test", "options": {"fold": fold, "folds": cfg.folds}},
-                              train={"epochs": cfg.epochs})
+                              data=_fold_data(cfg, expr_root, fold), train={"epochs": cfg.epochs})
             results[name].append(_run(fcfg, out / f"{name}_fold{fold}", cfg.resume))
     timings["finetune"] = time.perf_counter() - t
 

@@ -203,18 +203,14 @@ def run_pose_subsets(config: str | Path, out_dir: str | Path, thresholds: Sequen
                      progress: bool = True) -> PoseSubsets:
     """``lanfer pose-subsets``: build the dataset described by a lanfer YAML config and write its pose lists.
 
-    The dataset is ``build_dataset(cfg.data.name, cfg.data.root, split, **cfg.data.options)`` (plus
-    ``cfg.data.classes`` and ``cfg.data.skip_bad``), without any subset or transform.
+    The dataset is ``build_dataset_from_config(cfg.data, split)``: PIL images, no subset (the lists written
+    here are the subsets).
     """
     from .config import load_config
-    from .data import build_dataset
+    from .data import build_dataset_from_config
 
     cfg = load_config(config, overrides)
-    options = dict(cfg.data.options)
-    if cfg.data.classes is not None:
-        options.setdefault("classes", cfg.data.classes)
-    options.setdefault("skip_bad", cfg.data.skip_bad)
-    dataset = build_dataset(cfg.data.name, cfg.data.root, split, **options)
+    dataset = build_dataset_from_config(cfg.data, split)
     name = name or (cfg.data.name if split == "test" else f"{cfg.data.name}_{split}")
     return write_pose_subsets(dataset, out_dir, thresholds, detector=detector, use_meta_yaw=use_meta_yaw,
                               name=name, device=device, progress=progress)

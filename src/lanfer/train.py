@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Subset
 from . import distributed as dist
 from .checkpoint import (CheckpointError, load_state, load_training_state, save_model, save_training_state)
 from .config import Config, ConfigError, resolve_workers
-from .data import EvalPreset, TrainPreset, build_dataset, collate
+from .data import EvalPreset, TrainPreset, build_dataset_from_config, collate
 from .evaluate import evaluate, format_metrics, write_metrics
 from .guidance import Guidance
 from .losses import lan_loss
@@ -61,21 +61,20 @@ def log(msg: str) -> None:
 def build_datasets(cfg: Config) -> dict[str, Any]:
     """Train / val / test datasets with the preset transforms (the only place splits are built)."""
     d = cfg.data
-    common = dict(classes=d.classes, skip_bad=d.skip_bad, **d.options)
     train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment)
     eval_tf = EvalPreset(d.image_size, d.normalize)
-    out = {"train": build_dataset(d.name, d.root, d.train_split, transform=train_tf, **common)}
+    out = {"train": build_dataset_from_config(d, d.train_split, transform=train_tf)}
     # The guidance fit reads the training images without augmentation: same samples, another transform
     # (a shallow copy, so large indexes such as AffectNet's are built once).
     out["train_plain"] = copy.copy(out["train"])
     out["train_plain"].transform = eval_tf
     if d.val_split:
-        out["val"] = build_dataset(d.name, d.root, d.val_split, transform=eval_tf, subset=d.subset, **common)
+        out["val"] = build_dataset_from_config(d, d.val_split, transform=eval_tf, subset=d.subset)
     if d.test_split:
         if d.test_split == d.val_split and "val" in out:
             out["test"] = out["val"]
         else:
-            out["test"] = build_dataset(d.name, d.root, d.test_split, transform=eval_tf, subset=d.subset, **common)
+            out["test"] = build_dataset_from_config(d, d.test_split, transform=eval_tf, subset=d.subset)
     classes = out["train"].classes
     for k, ds in out.items():
         if list(ds.classes) != list(classes):
@@ -174,9 +173,8 @@ def cluster(cfg: Config, out: str | Path | None = None, progress: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device, _, _ = dist.setup(cfg.train.device)
-    ds = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split,
-                       transform=EvalPreset(cfg.data.image_size, cfg.data.normalize), classes=cfg.data.classes,
-                       skip_bad=cfg.data.skip_bad, **cfg.data.options)
+    ds = build_dataset_from_config(cfg.data, cfg.data.train_split,
+                                   transform=EvalPreset(cfg.data.image_size, cfg.data.normalize))
     model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained)
     g = fit_guidance_for(cfg, model.backbone, ds, device, store_dir=out, progress=progress)
     path = out / "guidance.safetensors"

@@ -27,7 +27,7 @@ from PIL import Image
 
 from ._common import OfficialSample
 from .base import DataError, FERDataset
-from .registry import build_dataset, register_dataset
+from .registry import build_dataset, build_dataset_from_config, register_dataset
 
 FORMAT = "lanfer-prepared"
 VERSION = 1
@@ -136,8 +136,7 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
         if same:
             info["splits"] = previous.get("splits", {})  # keep splits written earlier with the same settings
     for split in splits:
-        ds = build_dataset(cfg.data.name, cfg.data.root, split, classes=cfg.data.classes,
-                           skip_bad=cfg.data.skip_bad, **cfg.data.options)
+        ds = build_dataset_from_config(cfg.data, split)
         info["classes"] = list(ds.classes)
         info["splits"][split] = _write_split(ds, out, split, size, cfg.data.skip_bad, workers, progress)
         if cfg.data.name == "kdef":
