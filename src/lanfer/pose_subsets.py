@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data.base import DataError, FERDataset
+from .data.base import FERDataset
 from .faces import FaceDetector, estimate_pose, get_detector
 
 # FER crops are tight (often the face touches the border) and some are tiny (48x48): MTCNN finds faces more
@@ -155,14 +155,13 @@ def write_pose_subsets(dataset: FERDataset, out_dir: str | Path, thresholds: Seq
         for start in range(0, len(todo), _DETECT_BATCH):
             chunk, images = [], []
             for i in todo[start:start + _DETECT_BATCH]:
-                try:
-                    images.append(_for_detection(dataset.load(i)))
-                    chunk.append(i)
-                except DataError:
-                    if not dataset.skip_bad:
-                        raise
+                image = dataset.load_checked(i)  # raises naming the file, unless skip_bad (then recorded)
+                if image is None:
                     source[i] = "unreadable"
                     result.unreadable += 1
+                    continue
+                images.append(_for_detection(image))
+                chunk.append(i)
             for i, faces in zip(chunk, det.detect(images)):
                 if not faces:
                     result.no_face += 1

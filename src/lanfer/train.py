@@ -424,9 +424,13 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         metrics["run"] = str(out)
         write_metrics(metrics, out / "metrics.json")
         log(format_metrics(metrics, f"test ({cfg.data.test_split}) with best.safetensors:"))
-    bad = sum(len(getattr(ds, "bad", [])) for ds in data.values())
+    # The datasets' own records (FERDataset.bad), merged by file: train and its un-augmented copy share one
+    # record, and val may be test, so counting per dataset would count a file twice.
+    bad = {path: reason for ds in data.values() for path, reason in ds.bad.items()}
     if bad:
-        log(f"warning: {bad} bad images were skipped (data.skip_bad=true)")
+        names = ", ".join(list(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        log(f"warning: {len(bad)} images could not be decoded and were replaced by the next good image "
+            f"(data.skip_bad=true): {names}")
     return metrics
 
 

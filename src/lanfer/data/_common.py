@@ -3,9 +3,11 @@
 * :class:`OfficialSample` / :class:`OfficialDataset`: a :class:`~lanfer.data.base.FERDataset` whose samples
   remember where they were declared (``file:line``), may carry a face box, and may live in an in-memory
   pixel array (the csv releases of FER2013/FERPlus).
-* :class:`Issues`: the one policy for bad input. Strict by default (a :class:`DataError` naming the file
-  and line); with ``skip_bad`` each problem is counted, a single warning sums them up, and the counts go into
-  ``dataset.report`` -- a test set never shrinks silently.
+* :class:`Issues`: bad entries found while indexing (a malformed label line, a missing image). Strict by
+  default (a :class:`DataError` naming the file and line); with ``skip_bad`` each problem is counted, a single
+  warning sums them up, and the counts go into ``dataset.report`` -- a test set never shrinks silently.
+  Images that exist but cannot be decoded are found later, on load: :class:`~lanfer.data.base.FERDataset`
+  records those in ``dataset.bad`` under the same ``skip_bad`` switch.
 """
 from __future__ import annotations
 

@@ -159,7 +159,6 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
     loader = DataLoader(_Decode(ds, size), batch_size=32, num_workers=workers,
                         collate_fn=_as_list)
     good = np.zeros(n, dtype=bool)
-    bad: list[str] = []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -173,7 +172,8 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
                     del array
                     os.remove(tmp_images)
                     raise DataError(error)
-                bad.append(error)
+                # the dataset's one record of bad images; one summary warning below instead of one per file
+                ds.record_bad(ds.samples[i].path, error, warn=False)
             else:
                 array[i] = pixels
                 good[i] = True
@@ -207,6 +207,7 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
         for s in samples:
             fh.write(json.dumps(_jsonable({**s.meta, "path": s.path})) + "\n")
     os.replace(out / f"meta_{split}.jsonl.tmp", out / f"meta_{split}.jsonl")
+    bad = list(ds.bad.values())
     if bad:
         warnings.warn(f"prepare {ds.name}/{split}: {len(bad)} images could not be decoded and were left out "
                       f"(e.g. {bad[0]})", stacklevel=2)
