@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -91,6 +92,11 @@ class Issues:
             more = f" (and {len(self.messages) - 3} more)" if len(self.messages) > 3 else ""
             warnings.warn(f"{self.what}: skipped {len(self.messages)} bad entries: "
                           + "; ".join(self.messages[:3]) + more, stacklevel=3)
+
+
+def jsonable_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A reader's ``report`` as plain JSON values (paths and tuples become strings and lists)."""
+    return json.loads(json.dumps(report, default=str))
 
 
 def first_existing(candidates: Iterable[Path]) -> Path | None:

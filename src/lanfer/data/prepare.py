@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ._common import OfficialSample
+from ._common import OfficialSample, jsonable_report
 from .base import DataError, FERDataset
-from .registry import build_dataset, build_dataset_from_config, register_dataset
+from .registry import build_dataset_from_config, register_dataset
 
 FORMAT = "lanfer-prepared"
 VERSION = 1
@@ -213,11 +213,7 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
                       f"(e.g. {bad[0]})", stacklevel=2)
     report = dict(getattr(ds, "report", {}) or {})
     report.update({"written": int(len(keep)), "undecodable": len(bad), "undecodable_examples": bad[:10]})
-    return {"n": int(len(keep)), "soft_labels": soft, "report": _jsonable_report(report)}
-
-
-def _jsonable_report(report: dict) -> dict:
-    return json.loads(json.dumps(report, default=str))
+    return {"n": int(len(keep)), "soft_labels": soft, "report": jsonable_report(report)}
 
 
 class PreparedDataset(FERDataset):
@@ -309,20 +305,6 @@ def build_prepared(root, split, transform=None, classes=None, skip_bad=False, **
     return ds
 
 
-def describe_dataset(name: str, root: str | Path | None, splits: list[str] | None = None,
-                     subset: str | None = None, **options) -> list[dict[str, Any]]:
-    """Per split: the class names, image count per class and the reader's report (what ``lanfer datasets``
-    prints to check a download against the documented layout)."""
-    rows = []
-    for split in splits or ["train", "test"]:
-        ds = build_dataset(name, root, split, subset=subset, **options)
-        rows.append({"split": split, "n": len(ds), "classes": list(ds.classes),
-                     "class_counts": dict(zip(ds.classes, ds.class_counts())),
-                     "report": _jsonable_report(getattr(ds, "report", {}) or {}),
-                     "subset_info": getattr(ds, "subset_info", None)})
-    return rows
-
-
 def summarize(info: dict[str, Any]) -> str:
     """A few lines about a cache written by :func:`prepare`: per split, images written and skipped."""
     lines = [f"{info['dataset']} ({info['root']}) -> cache at {info.get('out', '?')}, "
@@ -337,41 +319,4 @@ def summarize(info: dict[str, Any]) -> str:
         if rep.get("bad") or rep.get("undecodable"):
             extra.append(f"bad {rep.get('bad', 0)}, undecodable {rep.get('undecodable', 0)}")
         lines.append(f"  {split}: {s['n']} images" + (f" ({'; '.join(extra)})" if extra else ""))
-    return "\n".join(lines)
-
-
-def datasets_text(name: str | None = None, root: str | None = None, splits: list[str] | str | None = None,
-                  subset: str | None = None, options: list[str] | None = None) -> str:
-    """``lanfer datasets``: the registered names, or (with ``name`` and ``root``) per-split counts of a
-    dataset folder, to check a download against the documented layout. ``options`` are ``key=value``."""
-    from .registry import available_datasets
-
-    if name is None:
-        return "datasets: " + ", ".join(available_datasets())
-    import yaml
-
-    opts = {}
-    for item in options or []:
-        if "=" not in item:
-            raise DataError(f"option {item!r} is not key=value (e.g. num_classes=7)")
-        key, value = item.split("=", 1)
-        opts[key.strip()] = yaml.safe_load(value)
-    if isinstance(splits, str):
-        splits = [s for s in splits.split(",") if s]
-    lines = []
-    for row in describe_dataset(name, root, splits, subset=subset, **opts):
-        rep = row["report"]
-        head = f"{name}/{row['split']}: {row['n']} images"
-        if rep.get("expected") is not None:
-            head += f" (official: {rep['expected']})"
-        lines.append(head)
-        lines.append("  " + ", ".join(f"{c} {n}" for c, n in row["class_counts"].items()))
-        if rep.get("dropped"):
-            lines.append("  dropped: " + ", ".join(f"{k} {v}" for k, v in rep["dropped"].items()))
-        if rep.get("bad"):
-            lines.append(f"  skipped bad entries: {rep['bad']}")
-        if row["subset_info"]:
-            si = row["subset_info"]
-            lines.append(f"  subset {si['file']}: {si['matched']} of {si['lines']} entries matched"
-                         + (f" (paper: {si['expected']})" if si.get("expected") else ""))
     return "\n".join(lines)
