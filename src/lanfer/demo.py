@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError, config_from_dict
+from .data.kdef import KDEF_VIEWS
 
-VIEW_ORDER = ("FL", "HL", "S", "HR", "FR")
-VIEW_DEGREES = {"FL": -90, "HL": -45, "S": 0, "HR": 45, "FR": 90}
 MODELS = (("resnet18", "ResNet-18 baseline"), ("lan_resnet18", "LAN"))
 PIXEL_LABEL = "Linear, raw pixels"
 
@@ -222,7 +221,7 @@ def summarize_demo(cfg: DemoConfig, results: dict[str, list[dict]], pre_metrics:
         if not runs:
             continue
         by_view = {}
-        for v in VIEW_ORDER:
+        for v in KDEF_VIEWS:
             accs = [r["by"]["view"][v]["accuracy"] for r in runs if v in r.get("by", {}).get("view", {})]
             if accs:
                 by_view[v] = _spread(accs)
@@ -239,11 +238,11 @@ def summarize_demo(cfg: DemoConfig, results: dict[str, list[dict]], pre_metrics:
 
 
 def format_demo_table(summary: dict) -> str:
-    cols = ["overall"] + [f"{v} ({VIEW_DEGREES[v]:+d})" for v in VIEW_ORDER]
+    cols = ["overall"] + [f"{v} ({yaw:+d})" for v, yaw in KDEF_VIEWS.items()]
     lines = ["accuracy % (mean +/- std over folds) on held-out identities, synthetic data",
              f"{'model':<20}" + "".join(f"{c:>15}" for c in cols)]
     for name, m in summary["models"].items():
-        cells = [m["accuracy"]] + [m["by_view"].get(v) for v in VIEW_ORDER]
+        cells = [m["accuracy"]] + [m["by_view"].get(v) for v in KDEF_VIEWS]
         lines.append(f"{m['label']:<20}" + "".join(
             f"{'n/a':>15}" if c is None else f"{100 * c['mean']:>9.1f}+/-{100 * c['std']:<4.1f}" for c in cells))
     return "\n".join(lines)
