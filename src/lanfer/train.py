@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import distributed as dist
 from .checkpoint import (CheckpointError, load_state, load_training_state, save_model, save_training_state)
-from .config import Config, ConfigError, resolve_workers
+from .config import Config, ConfigError, resolve_num_classes, resolve_workers
 from .data import EvalPreset, TrainPreset, build_dataset_from_config, collate
 from .evaluate import evaluate, format_metrics, write_metrics
 from .guidance import Guidance
@@ -59,7 +59,9 @@ def log(msg: str) -> None:
 
 
 def build_datasets(cfg: Config) -> dict[str, Any]:
-    """Train / val / test datasets with the preset transforms (the only place splits are built)."""
+    """Train / val / test datasets with the preset transforms (the only place splits are built).
+
+    Fills in ``cfg.model.num_classes`` from the classes when the config leaves it unset."""
     d = cfg.data
     train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment)
     eval_tf = EvalPreset(d.image_size, d.normalize)
@@ -79,9 +81,7 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     for k, ds in out.items():
         if list(ds.classes) != list(classes):
             raise ConfigError(f"split {k!r} has classes {ds.classes} but train has {classes}")
-    if len(classes) != cfg.model.num_classes:
-        raise ConfigError(f"the dataset has {len(classes)} classes {classes} but model.num_classes="
-                          f"{cfg.model.num_classes}; set --set model.num_classes={len(classes)}")
+    resolve_num_classes(cfg, classes)  # before any model is built; config.yaml then records the number
     return out
 
 
@@ -175,6 +175,7 @@ def cluster(cfg: Config, out: str | Path | None = None, progress: bool = True) -
     device, _, _ = dist.setup(cfg.train.device)
     ds = build_dataset_from_config(cfg.data, cfg.data.train_split,
                                    transform=EvalPreset(cfg.data.image_size, cfg.data.normalize))
+    resolve_num_classes(cfg, ds.classes)  # the head is not used here, but the model is built whole
     model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained)
     g = fit_guidance_for(cfg, model.backbone, ds, device, store_dir=out, progress=progress)
     path = out / "guidance.safetensors"
