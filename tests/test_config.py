@@ -39,6 +39,21 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
+def test_num_classes_comes_from_the_data_unless_set():
+    from lanfer.config import resolve_num_classes
+
+    cfg = load_config(None)
+    assert cfg.model.num_classes is None  # unset: the dataset decides
+    resolve_num_classes(cfg, ["happy", "sad"])
+    assert cfg.model.num_classes == 2
+    cfg = load_config(None, ["model.num_classes=7"])
+    with pytest.raises(ConfigError, match=r"the dataset has 2 classes \['happy', 'sad'\] but model.num_classes=7"):
+        resolve_num_classes(cfg, ["happy", "sad"])
+    resolve_num_classes(load_config(None, ["model.num_classes=2"]), ["happy", "sad"])  # an explicit match is fine
+    with pytest.raises(ConfigError, match="model.num_classes=0 must be positive"):
+        load_config(None, ["model.num_classes=0"])
+
+
 @pytest.mark.parametrize("value,mode", [("true", "full"), ("false", "none"), ("flip", "flip"), ("none", "none")])
 def test_augment_modes(value, mode):
     from lanfer.config import augment_mode

@@ -27,8 +27,6 @@ def test_every_paper_row_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_and_matches_its_dataset(path):
     cfg = load_config(path)
-    from lanfer.data import _load_all  # noqa: F401  (registers every reader)
-
     assert cfg.data.name in available_datasets()
     classes = {"rafdb": RAFDB_CLASSES, "ferplus": FERPLUS_CLASSES, "kdef": KDEF_CLASSES,
                "affectnet": AFFECTNET_CLASSES[int(cfg.data.options.get("num_classes", 8))]}[cfg.data.name]

@@ -99,6 +99,40 @@ def test_rafdb_missing_and_corrupt_images(tmp_path):
     assert label == ds.targets[1] and len(ds.bad) == 1  # replaced by the next item, and counted
 
 
+def _folder_with_corrupt(tmp_path, corrupt):
+    """imagefolder with five images in test/happy (red value 10*i), the ones at ``corrupt`` not images."""
+    for i in range(5):
+        path = tmp_path / "test" / "happy" / f"{i}.png"
+        solid(path, 10 * i)
+        if i in corrupt:
+            path.write_bytes(b"not a png")
+    return tmp_path
+
+
+def test_skip_bad_counts_and_names_each_bad_image_once(tmp_path):
+    ds = build_dataset("imagefolder", _folder_with_corrupt(tmp_path, {1, 3}), "test", skip_bad=True)
+    with pytest.warns(UserWarning, match="skipping bad image"):
+        reds = [red(ds[i][0]) for i in range(len(ds))]
+    assert reds == [0, 20, 20, 40, 40]  # each bad image is replaced by the next good one
+    assert sorted(ds.bad) == [str(tmp_path / "test" / "happy" / f"{i}.png") for i in (1, 3)]
+    assert all("could not be decoded" in reason for reason in ds.bad.values())
+    for i in range(len(ds)):  # a second epoch: known bad files are neither decoded nor counted again
+        ds[i]
+    assert len(ds.bad) == 2
+    ds.skip_bad = False
+    with pytest.raises(DataError, match=r"image file .*1\.png.* could not be decoded"):
+        ds[1]
+
+
+def test_all_bad_dataset_raises_a_clear_error(tmp_path):
+    ds = build_dataset("imagefolder", _folder_with_corrupt(tmp_path, set(range(5))), "test", skip_bad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match="all 5 images failed to decode"):
+            ds[2]
+    assert len(ds.bad) == 5
+
+
 # ------------------------------------------------------------------------------------------------ FERPlus
 
 HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"

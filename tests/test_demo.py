@@ -5,7 +5,8 @@ import pytest
 
 from lanfer.cli import main
 from lanfer.config import ConfigError
-from lanfer.demo import VIEW_ORDER, DemoConfig, run_demo
+from lanfer.data.kdef import KDEF_VIEWS as VIEW_ORDER  # view codes, left to right
+from lanfer.demo import DemoConfig, run_demo
 
 
 def test_quick_demo_end_to_end_and_resume(tmp_path, capsys):

@@ -96,6 +96,30 @@ def test_class_count_mismatch_is_explained(tiny_folder, tmp_path):
         train(_cfg(tiny_folder, **{"model.num_classes": 7}), out=tmp_path / "r")
 
 
+def test_unset_num_classes_is_taken_from_the_dataset(tiny_folder, tmp_path):
+    import yaml
+
+    out = tmp_path / "r"
+    train(_cfg(tiny_folder, **{"model.num_classes": None, "model.name": "resnet18", "train.epochs": 1}), out=out)
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["num_classes"] == 3
+    model, info = load_model(out / "best.safetensors")
+    assert info["model"]["num_classes"] == 3 and model.fc.out_features == 3
+    with pytest.raises(ConfigError, match=r"the dataset has 3 classes \['happy', 'neutral', 'sad'\] but "
+                                          r"model.num_classes=7"):
+        train(_cfg(tiny_folder, **{"model.num_classes": 7}), out=tmp_path / "explicit")
+
+
+def test_skipped_bad_images_are_named_at_the_end_of_training(tiny_folder, tmp_path, capsys):
+    for path in (tiny_folder / "train" / "sad" / "sad_001.png", tiny_folder / "test" / "happy" / "happy_002.png"):
+        path.write_bytes(b"not a png")
+    cfg = _cfg(tiny_folder, **{"model.name": "resnet18", "train.epochs": 2, "data.skip_bad": True})
+    with pytest.warns(UserWarning, match="skipping bad image"):
+        train(cfg, out=tmp_path / "r")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("warning: 2 images could not be decoded")  # each file once, over 2 epochs
+    assert "sad_001.png" in last and "happy_002.png" in last
+
+
 def _kdef_fixture(root, people=4):
     """A tiny set in KDEF naming (square crops, so the reader does not crop): 7 expressions x 5 views."""
     from PIL import Image

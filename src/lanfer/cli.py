@@ -154,7 +154,7 @@ def _add_datasets(sub) -> None:
                    help="dataset option, e.g. --option num_classes=7 (repeatable)")
 
     def run(a):
-        from .data.prepare import datasets_text
+        from .data.inventory import datasets_text
 
         print(datasets_text(a.name, a.root, a.splits, a.subset, a.option))
 

@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import distributed as dist
-from .config import Config, resolve_workers
-from .data import EvalPreset, build_dataset, collate
+from .config import Config, resolve_num_classes, resolve_workers
+from .data import EvalPreset, build_dataset_from_config, collate
 from .distributed import log, seed_everything
 from .guidance import Guidance, extract_features, fit_guidance, stability
 from .model import create_model, model_kwargs_from_config
@@ -67,9 +67,9 @@ def cluster(cfg: Config, out: str | Path | None = None, progress: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device, _, _ = dist.setup(cfg.train.device)
-    ds = build_dataset(cfg.data.name, cfg.data.root, cfg.data.train_split,
-                       transform=EvalPreset(cfg.data.image_size, cfg.data.normalize, cfg.data.color),
-                       classes=cfg.data.classes, skip_bad=cfg.data.skip_bad, **cfg.data.options)
+    ds = build_dataset_from_config(cfg.data, cfg.data.train_split,
+                                   transform=EvalPreset(cfg.data.image_size, cfg.data.normalize, cfg.data.color))
+    resolve_num_classes(cfg, ds.classes)  # the head is not used here, but the model is built whole
     model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained)
     g = fit_guidance_for(cfg, model.backbone, ds, device, store_dir=out, progress=progress)
     path = out / "guidance.safetensors"

@@ -22,7 +22,10 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "lan_resnet18"  # "lan_resnet18" (the paper's LAN) or "resnet18" (the plain baseline)
-    num_classes: int = 7
+    # None: the training data's class count (as torchvision's references and timm do); resolve_num_classes
+    # fills it in before a model is built, and the run's config.yaml records the number. An explicit value
+    # must match the dataset.
+    num_classes: int | None = None
     fusion: str = "add"  # "add" (paper default), "concat" or "average" (paper Table 6)
     # The paper gives no widths for the LAN head's four 3x3 convolutions; these are our choice.
     head_widths: list[int] = field(default_factory=lambda: [256, 128, 64])
@@ -368,7 +371,7 @@ def validate(cfg: Config) -> None:
         "train.batch_size": cfg.train.batch_size,
     }
     for key, value in positive.items():
-        if value <= 0:
+        if value is not None and value <= 0:
             raise ConfigError(f"{key}={value} must be positive")
     if cfg.data.image_size < 32:
         raise ConfigError(f"data.image_size={cfg.data.image_size} is too small: ResNet-18 needs >= 32 pixels")
@@ -378,3 +381,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.lr={cfg.train.lr} must be positive")
     if cfg.train.epochs < 0:
         raise ConfigError(f"train.epochs={cfg.train.epochs} must be >= 0")
+
+
+def resolve_num_classes(cfg: Config, classes: list[str]) -> None:
+    """Set ``model.num_classes`` from the training data's class names when the config leaves it unset;
+    refuse an explicit value that disagrees (a 7-way head on a 2-class set is a mistake, not a choice)."""
+    if cfg.model.num_classes is None:
+        cfg.model.num_classes = len(classes)
+    elif cfg.model.num_classes != len(classes):
+        raise ConfigError(f"the dataset has {len(classes)} classes {list(classes)} but model.num_classes="
+                          f"{cfg.model.num_classes}; leave model.num_classes unset to take the dataset's count, "
+                          f"or --set model.num_classes={len(classes)}")

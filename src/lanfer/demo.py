@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError, config_from_dict
+from .data.kdef import KDEF_VIEWS
 
-VIEW_ORDER = ("FL", "HL", "S", "HR", "FR")
-VIEW_DEGREES = {"FL": -90, "HL": -45, "S": 0, "HR": 45, "FR": 90}
 MODELS = (("resnet18", "ResNet-18 baseline"), ("lan_resnet18", "LAN"))
 PIXEL_LABEL = "Linear, raw pixels"
 
@@ -122,8 +121,16 @@ def _run(tcfg, out: Path, resume: bool) -> dict:
     return train(tcfg, out=out, resume=(out / "last.ckpt").is_file() and resume)
 
 
+def _fold_data(cfg: DemoConfig, expr_root: Path, fold: int) -> dict[str, Any]:
+    """The ``data`` section of fold ``fold``: one definition, so the CNNs and the pixel floor see the same split."""
+    # val_split None: the last epoch is reported, never the best epoch on the test identities (that would
+    # select on the test set)
+    return {"name": "kdef", "root": str(expr_root), "val_split": None, "test_split": "test",
+            "options": {"fold": fold, "folds": cfg.folds}}
+
+
 def _pixel_fold(cfg: DemoConfig, expr_root: Path, fold: int, out: Path) -> dict:
-    from .data import build_dataset
+    from .data import build_dataset_from_config
     from .pixel_baseline import pixel_baseline
 
     path = out / f"pixels_fold{fold}.json"
@@ -131,9 +138,9 @@ def _pixel_fold(cfg: DemoConfig, expr_root: Path, fold: int, out: Path) -> dict:
         _log(f"reusing {path}")
         return json.loads(path.read_text())
     _log(f"fold {fold + 1}/{cfg.folds}: linear classifier on raw pixels")
-    opts = {"fold": fold, "folds": cfg.folds}
-    m = pixel_baseline(build_dataset("kdef", expr_root, "train", **opts),
-                       build_dataset("kdef", expr_root, "test", **opts), group_by=["view"])
+    data = _train_cfg(cfg, data=_fold_data(cfg, expr_root, fold)).data
+    m = pixel_baseline(build_dataset_from_config(data, data.train_split),
+                       build_dataset_from_config(data, data.test_split), group_by=["view"])
     path.write_text(json.dumps(m, indent=2))
     return m
 
@@ -182,11 +189,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         for name, label in MODELS:
             _log(f"stage 4: fold {fold + 1}/{cfg.folds}: fine-tuning {label}")
             fcfg = _train_cfg(cfg, model={"name": name, "num_classes": 7, "pretrained": str(backbone)},
-                              # val_split None: the last epoch is reported, never the best epoch on the
-                              # test identities (that would select on the test set)
-                              data={"name": "kdef", "root": str(expr_root), "val_split": None,
-                                    "test_split": "test", "options": {"fold": fold, "folds": cfg.folds}},
-                              train={"epochs": cfg.epochs})
+                              data=_fold_data(cfg, expr_root, fold), train={"epochs": cfg.epochs})
             results[name].append(_run(fcfg, out / f"{name}_fold{fold}", cfg.resume))
     timings["finetune"] = time.perf_counter() - t
 
@@ -218,7 +221,7 @@ def summarize_demo(cfg: DemoConfig, results: dict[str, list[dict]], pre_metrics:
         if not runs:
             continue
         by_view = {}
-        for v in VIEW_ORDER:
+        for v in KDEF_VIEWS:
             accs = [r["by"]["view"][v]["accuracy"] for r in runs if v in r.get("by", {}).get("view", {})]
             if accs:
                 by_view[v] = _spread(accs)
@@ -235,11 +238,11 @@ def summarize_demo(cfg: DemoConfig, results: dict[str, list[dict]], pre_metrics:
 
 
 def format_demo_table(summary: dict) -> str:
-    cols = ["overall"] + [f"{v} ({VIEW_DEGREES[v]:+d})" for v in VIEW_ORDER]
+    cols = ["overall"] + [f"{v} ({yaw:+d})" for v, yaw in KDEF_VIEWS.items()]
     lines = ["accuracy % (mean +/- std over folds) on held-out identities, synthetic data",
              f"{'model':<20}" + "".join(f"{c:>15}" for c in cols)]
     for name, m in summary["models"].items():
-        cells = [m["accuracy"]] + [m["by_view"].get(v) for v in VIEW_ORDER]
+        cells = [m["accuracy"]] + [m["by_view"].get(v) for v in KDEF_VIEWS]
         lines.append(f"{m['label']:<20}" + "".join(
             f"{'n/a':>15}" if c is None else f"{100 * c['mean']:>9.1f}+/-{100 * c['std']:<4.1f}" for c in cells))
     return "\n".join(lines)

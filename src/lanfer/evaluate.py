@@ -173,8 +173,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     Image size and normalisation come from the checkpoint, so evaluation matches training.
     """
     from .config import load_config, resolve_workers
+    from .data import EvalPreset, build_dataset_from_config, collate
     from .model import load_model
-    from .data import EvalPreset, build_dataset, collate
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -191,12 +191,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
             cfg.data.name = data
     if root is not None:
         cfg.data.root = root
-    opts = dict(cfg.data.options)
-    opts.update(options or {})
+    cfg.data.options = {**cfg.data.options, **(options or {})}
     transform = EvalPreset.from_info(info)  # the preprocessing the model was trained with
-    ds = build_dataset(cfg.data.name, cfg.data.root, split, transform=transform,
-                       subset=subset or cfg.data.subset, classes=cfg.data.classes, skip_bad=cfg.data.skip_bad,
-                       **opts)
+    ds = build_dataset_from_config(cfg.data, split, transform=transform, subset=subset or cfg.data.subset)
     classes = info.classes
     if list(ds.classes) != list(classes):
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {ds.classes}; "

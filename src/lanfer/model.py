@@ -196,7 +196,13 @@ def load_model(path, device: str | torch.device = "cpu", expect_arch: str | None
 
 
 def model_kwargs_from_config(model_cfg) -> dict:
-    """The :func:`create_model` arguments a :class:`lanfer.config.ModelConfig` describes (no weights)."""
+    """The :func:`create_model` arguments a :class:`lanfer.config.ModelConfig` describes (no weights).
+
+    ``num_classes`` must be known by now: a config may leave it unset, and training fills it in from the
+    dataset (:func:`lanfer.config.resolve_num_classes`) before building the model."""
+    if model_cfg.num_classes is None:
+        raise ValueError("model.num_classes is unset: it is taken from the dataset's classes when training "
+                         "(lanfer.config.resolve_num_classes); set it to build a model without data")
     return dict(name=model_cfg.name, num_classes=model_cfg.num_classes, fusion=model_cfg.fusion,
                 head_widths=tuple(model_cfg.head_widths), dropout=model_cfg.dropout)
 

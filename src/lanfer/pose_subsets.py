@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data.base import DataError, FERDataset
+from .data.base import FERDataset
 from .faces import FaceDetector, estimate_pose, get_detector
 
 # FER crops are tight (often the face touches the border) and some are tiny (48x48): MTCNN finds faces more
@@ -155,14 +155,13 @@ def write_pose_subsets(dataset: FERDataset, out_dir: str | Path, thresholds: Seq
         for start in range(0, len(todo), _DETECT_BATCH):
             chunk, images = [], []
             for i in todo[start:start + _DETECT_BATCH]:
-                try:
-                    images.append(_for_detection(dataset.load(i)))
-                    chunk.append(i)
-                except DataError:
-                    if not dataset.skip_bad:
-                        raise
+                image = dataset.load_checked(i)  # raises naming the file, unless skip_bad (then recorded)
+                if image is None:
                     source[i] = "unreadable"
                     result.unreadable += 1
+                    continue
+                images.append(_for_detection(image))
+                chunk.append(i)
             for i, faces in zip(chunk, det.detect(images)):
                 if not faces:
                     result.no_face += 1
@@ -203,18 +202,14 @@ def run_pose_subsets(config: str | Path, out_dir: str | Path, thresholds: Sequen
                      progress: bool = True) -> PoseSubsets:
     """``lanfer pose-subsets``: build the dataset described by a lanfer YAML config and write its pose lists.
 
-    The dataset is ``build_dataset(cfg.data.name, cfg.data.root, split, **cfg.data.options)`` (plus
-    ``cfg.data.classes`` and ``cfg.data.skip_bad``), without any subset or transform.
+    The dataset is ``build_dataset_from_config(cfg.data, split)``: PIL images, no subset (the lists written
+    here are the subsets).
     """
     from .config import load_config
-    from .data import build_dataset
+    from .data import build_dataset_from_config
 
     cfg = load_config(config, overrides)
-    options = dict(cfg.data.options)
-    if cfg.data.classes is not None:
-        options.setdefault("classes", cfg.data.classes)
-    options.setdefault("skip_bad", cfg.data.skip_bad)
-    dataset = build_dataset(cfg.data.name, cfg.data.root, split, **options)
+    dataset = build_dataset_from_config(cfg.data, split)
     name = name or (cfg.data.name if split == "test" else f"{cfg.data.name}_{split}")
     return write_pose_subsets(dataset, out_dir, thresholds, detector=detector, use_meta_yaw=use_meta_yaw,
                               name=name, device=device, progress=progress)

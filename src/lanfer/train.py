@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader
 from . import distributed as dist
 from .checkpoint import (CheckpointError, load_state, load_training_state, save_model, save_training_state)
 from .cluster import fit_guidance_for
-from .config import Config, ConfigError, resolve_workers
-from .data import EvalPreset, TrainPreset, build_dataset, collate
+from .config import Config, ConfigError, resolve_num_classes, resolve_workers
+from .data import EvalPreset, TrainPreset, build_dataset_from_config, collate
 from .distributed import log, seed_everything
 from .evaluate import evaluate, format_metrics, write_metrics
 from .guidance import Guidance
@@ -50,30 +50,29 @@ from .model import create_model, model_kwargs_from_config
 
 
 def build_datasets(cfg: Config) -> dict[str, Any]:
-    """Train / val / test datasets with the preset transforms (the only place splits are built)."""
+    """Train / val / test datasets with the preset transforms (the only place splits are built).
+
+    Fills in ``cfg.model.num_classes`` from the classes when the config leaves it unset."""
     d = cfg.data
-    common = dict(classes=d.classes, skip_bad=d.skip_bad, **d.options)
     train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment, color=d.color)
     eval_tf = EvalPreset(d.image_size, d.normalize, d.color)
-    out = {"train": build_dataset(d.name, d.root, d.train_split, transform=train_tf, **common)}
+    out = {"train": build_dataset_from_config(d, d.train_split, transform=train_tf)}
     # The guidance fit reads the training images without augmentation: same samples, another transform
     # (a shallow copy, so large indexes such as AffectNet's are built once).
     out["train_plain"] = copy.copy(out["train"])
     out["train_plain"].transform = eval_tf
     if d.val_split:
-        out["val"] = build_dataset(d.name, d.root, d.val_split, transform=eval_tf, subset=d.subset, **common)
+        out["val"] = build_dataset_from_config(d, d.val_split, transform=eval_tf, subset=d.subset)
     if d.test_split:
         if d.test_split == d.val_split and "val" in out:
             out["test"] = out["val"]
         else:
-            out["test"] = build_dataset(d.name, d.root, d.test_split, transform=eval_tf, subset=d.subset, **common)
+            out["test"] = build_dataset_from_config(d, d.test_split, transform=eval_tf, subset=d.subset)
     classes = out["train"].classes
     for k, ds in out.items():
         if list(ds.classes) != list(classes):
             raise ConfigError(f"split {k!r} has classes {ds.classes} but train has {classes}")
-    if len(classes) != cfg.model.num_classes:
-        raise ConfigError(f"the dataset has {len(classes)} classes {classes} but model.num_classes="
-                          f"{cfg.model.num_classes}; set --set model.num_classes={len(classes)}")
+    resolve_num_classes(cfg, classes)  # before any model is built; config.yaml then records the number
     return out
 
 
@@ -379,9 +378,13 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         metrics["run"] = str(out)
         write_metrics(metrics, out / "metrics.json")
         log(format_metrics(metrics, f"test ({cfg.data.test_split}) with best.safetensors:"))
-    bad = sum(len(getattr(ds, "bad", [])) for ds in data.values())
+    # The datasets' own records (FERDataset.bad), merged by file: train and its un-augmented copy share one
+    # record, and val may be test, so counting per dataset would count a file twice.
+    bad = {path: reason for ds in data.values() for path, reason in ds.bad.items()}
     if bad:
-        log(f"warning: {bad} bad images were skipped (data.skip_bad=true)")
+        names = ", ".join(list(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        log(f"warning: {len(bad)} images could not be decoded and were replaced by the next good image "
+            f"(data.skip_bad=true): {names}")
     return metrics
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.kdef import KDEF_VIEWS
 from .figures import attention_grid, fig_to_png, plot_confusion, plot_curves, png_data_uri
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -64,8 +65,6 @@ def attention_samples(run: Path, data_root: Path, fold: int, folds: int, n: int 
 
 def write_demo_report(out: Path, summary: dict) -> Path:
     """``OUT/report.html`` for :func:`lanfer.demo.run_demo`."""
-    from ..demo import VIEW_DEGREES, VIEW_ORDER
-
     cfg = summary["config"]
     parts = [f"<html><head><meta charset='utf-8'><title>lanfer demo</title><style>{_CSS}</style></head><body>",
              "<h1>lanfer demo: LAN vs ResNet-18 on synthetic multi-view faces</h1>",
@@ -79,11 +78,11 @@ def write_demo_report(out: Path, summary: dict) -> Path:
              f"{100 * (summary.get('pretrain_identity_accuracy') or float('nan')):.1f}%.</p>",
              "<h2>Accuracy on held-out identities (%, mean &plusmn; std over folds)</h2><table><tr><th>model</th>"
              "<th>overall</th><th>mean class</th>"
-             + "".join(f"<th>{v} ({VIEW_DEGREES[v]:+d}&deg;)</th>" for v in VIEW_ORDER) + "</tr>"]
+             + "".join(f"<th>{v} ({yaw:+d}&deg;)</th>" for v, yaw in KDEF_VIEWS.items()) + "</tr>"]
     for m in summary["models"].values():
         parts.append(f"<tr><td>{html.escape(m['label'])}</td><td>{_pct(m['accuracy'])}</td>"
                      f"<td>{_pct(m['mean_class_accuracy'])}</td>"
-                     + "".join(f"<td>{_pct(m['by_view'].get(v))}</td>" for v in VIEW_ORDER) + "</tr>")
+                     + "".join(f"<td>{_pct(m['by_view'].get(v))}</td>" for v in KDEF_VIEWS) + "</tr>")
     parts.append("</table>")
     if "pixels" in summary["models"]:
         parts.append("<p class='note'>'Linear, raw pixels' is L2 logistic regression on the 32x32 pixels of the "

@@ -3,12 +3,15 @@
 * :class:`OfficialSample` / :class:`OfficialDataset`: a :class:`~lanfer.data.base.FERDataset` whose samples
   remember where they were declared (``file:line``), may carry a face box, and may live in an in-memory
   pixel array (the csv releases of FER2013/FERPlus).
-* :class:`Issues`: the one policy for bad input. Strict by default (a :class:`DataError` naming the file
-  and line); with ``skip_bad`` each problem is counted, a single warning sums them up, and the counts go into
-  ``dataset.report`` -- a test set never shrinks silently.
+* :class:`Issues`: bad entries found while indexing (a malformed label line, a missing image). Strict by
+  default (a :class:`DataError` naming the file and line); with ``skip_bad`` each problem is counted, a single
+  warning sums them up, and the counts go into ``dataset.report`` -- a test set never shrinks silently.
+  Images that exist but cannot be decoded are found later, on load: :class:`~lanfer.data.base.FERDataset`
+  records those in ``dataset.bad`` under the same ``skip_bad`` switch.
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -89,6 +92,11 @@ class Issues:
             more = f" (and {len(self.messages) - 3} more)" if len(self.messages) > 3 else ""
             warnings.warn(f"{self.what}: skipped {len(self.messages)} bad entries: "
                           + "; ".join(self.messages[:3]) + more, stacklevel=3)
+
+
+def jsonable_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A reader's ``report`` as plain JSON values (paths and tuples become strings and lists)."""
+    return json.loads(json.dumps(report, default=str))
 
 
 def first_existing(candidates: Iterable[Path]) -> Path | None:

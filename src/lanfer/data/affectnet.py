@@ -31,7 +31,8 @@ from PIL import Image
 
 from ._common import (DirIndex, Issues, OfficialDataset, OfficialSample, check_classes, check_options, count,
                       crop_to_box, first_existing, normalize_split)
-from .base import IMAGE_EXTENSIONS, DataError, Sample, register_dataset
+from .base import IMAGE_EXTENSIONS, DataError, Sample
+from .registry import register_dataset
 
 AFFECTNET_CODES = ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt",
                    "None", "Uncertain", "No-Face"]

@@ -1,4 +1,4 @@
-"""The data contract every dataset follows, and the registry behind :func:`build_dataset`.
+"""The data contract every dataset follows (the registry of readers is :mod:`lanfer.data.registry`).
 
 A dataset yields ``(image, label, meta)``: ``image`` is a PIL RGB image (or whatever ``transform`` makes of
 it), ``label`` an ``int`` index into ``dataset.classes`` (or a float tensor of class probabilities for
@@ -49,7 +49,14 @@ class Sample:
 
 class FERDataset(Dataset):
     """A list of :class:`Sample` with class names; subclasses only build ``samples`` (and may override
-    :meth:`load` for images not stored as files)."""
+    :meth:`load` for images not stored as files).
+
+    Bad images (the one policy, for every reader): an image that cannot be decoded raises a
+    :class:`DataError` naming the file. With ``skip_bad`` it is recorded once in :attr:`bad` (file ->
+    reason) with a warning, and :meth:`__getitem__` returns the next good sample in its place, so batch
+    shapes hold; whoever reports on the run reads :attr:`bad`. Entries that are bad before any pixel is read
+    (a malformed label line, a missing file) are the readers' index-time checks (``_common.Issues``).
+    """
 
     def __init__(self, samples: list[Sample], classes: list[str], transform: Callable | None = None,
                  name: str = "dataset", skip_bad: bool = False):
@@ -58,7 +65,10 @@ class FERDataset(Dataset):
         self.transform = transform
         self.name = name
         self.skip_bad = skip_bad
-        self.bad: list[str] = []  # images skipped under skip_bad, with the reason
+        # file -> reason, for images skipped under skip_bad; one entry per file however often it is read.
+        # Shared by shallow copies (train.py's un-augmented view of the training set). DataLoader worker
+        # processes fill their own copies, which the main process does not see.
+        self.bad: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,18 +80,41 @@ class FERDataset(Dataset):
     def load(self, index: int) -> Image.Image:
         return load_image(self.samples[index].path)
 
-    def __getitem__(self, index: int):
-        s = self.samples[index]
+    def load_checked(self, index: int) -> Image.Image | None:
+        """:meth:`load` under the bad-image policy: the image, or ``None`` for an image that cannot be decoded
+        when ``skip_bad`` is set (recorded in :attr:`bad`); without ``skip_bad`` the error names the file."""
+        path = self.samples[index].path
+        if self.skip_bad and path in self.bad:  # known bad: do not decode (or warn) again
+            return None
         try:
-            image = self.load(index)
+            return self.load(index)
         except DataError as e:
             if not self.skip_bad:
                 raise
-            # A bad file under skip_bad: counted and replaced by a neighbour so batch shapes hold; the
-            # count is reported by the training loop, never a silent change of the dataset's size.
-            self.bad.append(str(e))
-            warnings.warn(f"skipping bad image: {e}")
-            return self[(index + 1) % len(self)]
+            self.record_bad(path, str(e))
+            return None
+
+    def record_bad(self, path: str, reason: str, warn: bool = True) -> None:
+        """Record an image skipped under ``skip_bad`` (callers that decode on their own, e.g. prepare)."""
+        if path not in self.bad:
+            self.bad[path] = reason
+            if warn:
+                warnings.warn(f"skipping bad image: {reason}", stacklevel=3)
+
+    def __getitem__(self, index: int):
+        # A bad image is replaced by the next good one, wrapping around; a loop, not recursion, so an
+        # all-bad dataset ends in an error instead of a RecursionError.
+        n = len(self)
+        for step in range(n):
+            i = (index + step) % n
+            image = self.load_checked(i)
+            if image is not None:
+                break
+        else:
+            example = next(iter(self.bad.values()), "")
+            raise DataError(f"{self.name}: all {n} images failed to decode and were skipped (data.skip_bad=true); "
+                            f"e.g. {example}")
+        s = self.samples[i]
         if self.transform is not None:
             image = self.transform(image)
         label = s.label
@@ -89,7 +122,7 @@ class FERDataset(Dataset):
             label = torch.tensor(label, dtype=torch.float32)
         meta = dict(s.meta)
         meta.setdefault("path", s.path)
-        meta.setdefault("index", index)
+        meta.setdefault("index", i)
         return image, label, meta
 
     def class_counts(self) -> list[int]:
@@ -114,55 +147,3 @@ def collate(batch):
     else:
         labels = torch.as_tensor(labels, dtype=torch.long)
     return images, labels, list(metas)
-
-
-_REGISTRY: dict[str, Callable[..., FERDataset]] = {}
-
-
-def register_dataset(name: str):
-    """Decorator: make a builder ``fn(root, split, transform=None, **options)`` available
-    to :func:`build_dataset` and to configs as ``data.name``."""
-
-    def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def available_datasets() -> list[str]:
-    from . import _load_all  # noqa: F401  (imports every dataset module so they register)
-
-    return sorted(_REGISTRY)
-
-
-def build_dataset(name: str, root: str | Path | None, split: str, transform: Callable | None = None,
-                  subset: str | Path | None = None, **options) -> FERDataset:
-    """Build a registered dataset by name.
-
-    Args:
-        name: ``"imagefolder"``, ``"csv"``, ``"rafdb"``, ``"ferplus"``, ``"affectnet"``, ``"kdef"``,
-            ``"fer2013"`` or ``"synth"`` (see :func:`available_datasets`).
-        root: the dataset's folder in its official layout (or the CSV file for ``"csv"``).
-        split: ``"train"``, ``"val"`` or ``"test"`` (datasets map these to their own split names).
-        transform: applied to each PIL image (see :mod:`lanfer.data.presets`).
-        subset: a pose-list file (RAN's format) restricting the split to the images it names.
-        **options: dataset-specific options (``fold``, ``folds``, ``num_classes``, ``label_mode`` ...).
-    """
-    from . import _load_all  # noqa: F401  (imports every dataset module so they register)
-
-    if name not in _REGISTRY:
-        raise DataError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
-    if root is None:
-        raise DataError(f"dataset {name!r} needs a root folder: set data.root (e.g. --set data.root=/data/{name})")
-    if not Path(root).exists():
-        raise DataError(f"dataset root {str(root)!r} does not exist; download the dataset and point data.root at it")
-    ds = _REGISTRY[name](root, split, transform=transform, **options)
-    if subset is not None:  # the one place pose lists are applied, for every reader alike
-        from .poselists import restrict_to_list
-
-        restrict_to_list(ds, subset)
-    if len(ds) == 0:
-        raise DataError(f"dataset {name!r} at {str(root)!r} has no images in split {split!r}; "
-                        "check the folder layout against the README")
-    return ds

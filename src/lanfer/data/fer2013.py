@@ -25,7 +25,8 @@ import numpy as np
 
 from ._common import (Issues, OfficialDataset, OfficialSample, check_classes, check_options, first_existing,
                       normalize_split)
-from .base import IMAGE_EXTENSIONS, DataError, register_dataset
+from .base import IMAGE_EXTENSIONS, DataError
+from .registry import register_dataset
 
 FER2013_CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 FER2013_FOLDERS = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}

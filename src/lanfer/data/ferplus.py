@@ -38,7 +38,8 @@ from pathlib import Path
 
 from ._common import (DirIndex, Issues, OfficialDataset, OfficialSample, check_classes, check_options, count,
                       first_existing, normalize_split)
-from .base import DataError, register_dataset
+from .base import DataError
+from .registry import register_dataset
 from .fer2013 import find_fer2013_csv, parse_pixels, read_fer2013_csv
 
 FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .base import IMAGE_EXTENSIONS, DataError, FERDataset, Sample, register_dataset
+from .base import IMAGE_EXTENSIONS, DataError, FERDataset, Sample
+from .registry import register_dataset
 
 
 def _resolve_classes(found: list[str], classes: list[str] | None, where: str) -> list[str]:

@@ -33,11 +33,15 @@ from PIL import Image
 
 from ._common import (Issues, OfficialDataset, OfficialSample, check_classes, check_options, crop_to_box,
                       scale_box)
-from .base import IMAGE_EXTENSIONS, DataError, Sample, register_dataset
+from .base import IMAGE_EXTENSIONS, DataError, Sample
+from .registry import register_dataset
 
 KDEF_CLASSES = ["afraid", "angry", "disgusted", "happy", "neutral", "sad", "surprised"]
 KDEF_EXPRESSIONS = {"AF": 0, "AN": 1, "DI": 2, "HA": 3, "NE": 4, "SA": 5, "SU": 6}
-KDEF_VIEWS = {"FL": -90, "HL": -45, "S": 0, "HR": 45, "FR": 90}
+# View code -> yaw in degrees, from the left profile to the right (the order tables and plots use). The one
+# definition: the synthetic renderer, the demo and its report import it. Positive yaw = head turned to the
+# subject's left, nose toward image-right (FR shows the subject's right cheek).
+KDEF_VIEWS: dict[str, int] = {"FL": -90, "HL": -45, "S": 0, "HR": 45, "FR": 90}
 KDEF_PORTRAIT = (562, 762)
 # (left, top, right, bottom) in 562x762 pixels: a 420-px square from the forehead to below the chin.
 KDEF_FACE_BOX = (71, 170, 491, 590)

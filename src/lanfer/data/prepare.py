@@ -26,8 +26,9 @@ import numpy as np
 from PIL import Image
 
 from ..io import atomic_write
-from .base import DataError, FERDataset, build_dataset, register_dataset
-from ._common import OfficialSample
+from ._common import OfficialSample, jsonable_report
+from .base import DataError, FERDataset
+from .registry import build_dataset_from_config, register_dataset
 
 FORMAT = "lanfer-prepared"
 VERSION = 1
@@ -136,8 +137,7 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
         if same:
             info["splits"] = previous.get("splits", {})  # keep splits written earlier with the same settings
     for split in splits:
-        ds = build_dataset(cfg.data.name, cfg.data.root, split, classes=cfg.data.classes,
-                           skip_bad=cfg.data.skip_bad, **cfg.data.options)
+        ds = build_dataset_from_config(cfg.data, split)
         info["classes"] = list(ds.classes)
         info["splits"][split] = _write_split(ds, out, split, size, cfg.data.skip_bad, workers, progress)
         if cfg.data.name == "kdef":
@@ -156,7 +156,6 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
     loader = DataLoader(_Decode(ds, size), batch_size=32, num_workers=workers,
                         collate_fn=_as_list)
     good = np.zeros(n, dtype=bool)
-    bad: list[str] = []
 
     def write_images(tmp: Path) -> None:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
@@ -170,7 +169,8 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
                     if pixels is None:
                         if not skip_bad:
                             raise DataError(error)
-                        bad.append(error)
+                        # the dataset's one record of bad images; one summary warning below, not one per file
+                        ds.record_bad(ds.samples[i].path, error, warn=False)
                     else:
                         array[i] = pixels
                         good[i] = True
@@ -204,12 +204,13 @@ def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: boo
         labels = np.asarray([s.label for s in samples], dtype=np.int64)
     atomic_write(out / f"labels_{split}.npy", lambda tmp: _save_npy(tmp, labels))
     atomic_write(out / f"meta_{split}.jsonl", lambda tmp: _write_meta(tmp, samples))
+    bad = list(ds.bad.values())
     if bad:
         warnings.warn(f"prepare {ds.name}/{split}: {len(bad)} images could not be decoded and were left out "
                       f"(e.g. {bad[0]})", stacklevel=2)
     report = dict(getattr(ds, "report", {}) or {})
     report.update({"written": int(len(keep)), "undecodable": len(bad), "undecodable_examples": bad[:10]})
-    return {"n": int(len(keep)), "soft_labels": soft, "report": _jsonable_report(report)}
+    return {"n": int(len(keep)), "soft_labels": soft, "report": jsonable_report(report)}
 
 
 def _write_meta(path: Path, samples) -> None:
@@ -222,9 +223,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to the temporary name
         np.save(fh, array)
 
-
-def _jsonable_report(report: dict) -> dict:
-    return json.loads(json.dumps(report, default=str))
 
 
 class PreparedDataset(FERDataset):
@@ -316,20 +314,6 @@ def build_prepared(root, split, transform=None, classes=None, skip_bad=False, **
     return ds
 
 
-def describe_dataset(name: str, root: str | Path | None, splits: list[str] | None = None,
-                     subset: str | None = None, **options) -> list[dict[str, Any]]:
-    """Per split: the class names, image count per class and the reader's report (what ``lanfer datasets``
-    prints to check a download against the documented layout)."""
-    rows = []
-    for split in splits or ["train", "test"]:
-        ds = build_dataset(name, root, split, subset=subset, **options)
-        rows.append({"split": split, "n": len(ds), "classes": list(ds.classes),
-                     "class_counts": dict(zip(ds.classes, ds.class_counts())),
-                     "report": _jsonable_report(getattr(ds, "report", {}) or {}),
-                     "subset_info": getattr(ds, "subset_info", None)})
-    return rows
-
-
 def summarize(info: dict[str, Any]) -> str:
     """A few lines about a cache written by :func:`prepare`: per split, images written and skipped."""
     lines = [f"{info['dataset']} ({info['root']}) -> cache at {info.get('out', '?')}, "
@@ -344,42 +328,4 @@ def summarize(info: dict[str, Any]) -> str:
         if rep.get("bad") or rep.get("undecodable"):
             extra.append(f"bad {rep.get('bad', 0)}, undecodable {rep.get('undecodable', 0)}")
         lines.append(f"  {split}: {s['n']} images" + (f" ({'; '.join(extra)})" if extra else ""))
-    return "\n".join(lines)
-
-
-def datasets_text(name: str | None = None, root: str | None = None, splits: list[str] | str | None = None,
-                  subset: str | None = None, options: list[str] | None = None) -> str:
-    """``lanfer datasets``: the registered names, or (with ``name`` and ``root``) per-split counts of a
-    dataset folder, to check a download against the documented layout. ``options`` are ``key=value``."""
-    from . import _load_all  # noqa: F401
-    from .base import available_datasets
-
-    if name is None:
-        return "datasets: " + ", ".join(available_datasets())
-    import yaml
-
-    opts = {}
-    for item in options or []:
-        if "=" not in item:
-            raise DataError(f"option {item!r} is not key=value (e.g. num_classes=7)")
-        key, value = item.split("=", 1)
-        opts[key.strip()] = yaml.safe_load(value)
-    if isinstance(splits, str):
-        splits = [s for s in splits.split(",") if s]
-    lines = []
-    for row in describe_dataset(name, root, splits, subset=subset, **opts):
-        rep = row["report"]
-        head = f"{name}/{row['split']}: {row['n']} images"
-        if rep.get("expected") is not None:
-            head += f" (official: {rep['expected']})"
-        lines.append(head)
-        lines.append("  " + ", ".join(f"{c} {n}" for c, n in row["class_counts"].items()))
-        if rep.get("dropped"):
-            lines.append("  dropped: " + ", ".join(f"{k} {v}" for k, v in rep["dropped"].items()))
-        if rep.get("bad"):
-            lines.append(f"  skipped bad entries: {rep['bad']}")
-        if row["subset_info"]:
-            si = row["subset_info"]
-            lines.append(f"  subset {si['file']}: {si['matched']} of {si['lines']} entries matched"
-                         + (f" (paper: {si['expected']})" if si.get("expected") else ""))
     return "\n".join(lines)

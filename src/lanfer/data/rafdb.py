@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ._common import (DirIndex, Issues, OfficialDataset, OfficialSample, check_classes, check_options,
                       first_existing, normalize_split, require)
-from .base import DataError, register_dataset
+from .base import DataError
+from .registry import register_dataset
 
 RAFDB_CLASSES = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"]
 RAFDB_EXPECTED = {"train": 12271, "test": 3068}

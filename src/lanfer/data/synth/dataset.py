@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base import DataError, FERDataset, Sample, register_dataset
+from ..base import DataError, FERDataset, Sample
+from ..registry import register_dataset
 from .expressions import expression_names
 
 _META = ("subject", "identity", "session", "sex", "view", "yaw", "pitch", "roll", "expression", "split")

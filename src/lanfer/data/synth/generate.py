@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..base import DataError
+from ..kdef import KDEF_VIEWS
 from .expressions import AUS, KDEF_CODE, au_intensity, expression_names, facs_code, sample_expression
 from .face import LANDMARKS, build_face
 from .identity import GLASSES_STYLES, Identity, sample_identity
 from .render import pixels_per_unit, render, sample_scene
 
-#: KDEF view codes and their yaw (degrees; positive = head turned to the subject's left, nose to image-right).
-KDEF_VIEWS: dict[str, int] = {"FL": -90, "HL": -45, "S": 0, "HR": 45, "FR": 90}
 SESSIONS = ("A", "B")
 JPEG_QUALITY = 92
 FORMAT_VERSION = 1

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# FERPlus on a CPU, "baseline first" (README, "Real faces: FERPlus"): every command behind the FERPlus numbers.
+#   FERPLUS=/path/to/FERPlus OUT=runs/ferplus_cpu SEEDS="0 1" bash scripts/ferplus_cpu.sh [stage1|cluster|stage2|eval|all]
+# Finished steps are skipped (their metrics.json exists), so an interrupted run can be restarted as it is.
+set -euo pipefail
+R=${FERPLUS:-data/FERPlus}
+OUT=${OUT:-runs/ferplus_cpu}
+SEEDS=${SEEDS:-0 1}
+STEP=${1:-all}
+L=${LANFER:-lanfer}
+B=$OUT/stage1/best.safetensors
+
+stage1() {  # the plain ResNet-18 from scratch, 8 epochs: the backbone the guidance is fitted on
+  [ -f $OUT/stage1/metrics.json ] || $L train configs/ferplus_cpu_resnet18.yaml --set data.root=$R --out $OUT/stage1
+}
+cluster() {  # K=2 guidance centres on the stage-1 backbone's F_o (4x4 lattice at 112 px), once for every seed
+  [ -f $OUT/guidance/guidance.safetensors ] || $L cluster configs/ferplus_cpu_lan.yaml --set data.root=$R \
+      --set model.pretrained=$B --out $OUT/guidance
+}
+stage2() {  # like for like: the same initial weights, guidance, epochs, schedule and seeds; only the head differs
+  for s in $SEEDS; do
+    [ -f $OUT/resnet18_s$s/metrics.json ] || $L train configs/ferplus_cpu_resnet18_ft.yaml --set data.root=$R \
+        --set model.pretrained=$B --set seed=$s --out $OUT/resnet18_s$s
+    [ -f $OUT/lan_s$s/metrics.json ] || $L train configs/ferplus_cpu_lan.yaml --set data.root=$R \
+        --set model.pretrained=$B --set guidance.path=$OUT/guidance/guidance.safetensors --set seed=$s \
+        --out $OUT/lan_s$s
+  done
+}
+evals() {  # Pose-FERPlus-30 / -45 (RAN's lists, evaluated whole) for every finished run
+  for run in $OUT/stage1 $OUT/resnet18_s* $OUT/lan_s*; do
+    [ -f $run/metrics.json ] || continue
+    for p in 30 45; do
+      [ -f $run/pose$p/metrics.json ] || $L eval $run/best.safetensors --data configs/ferplus_cpu_lan.yaml \
+          --set data.root=$R --split test --subset $R/pose_${p}_ferplus_list.txt --out $run/pose$p > /dev/null
+    done
+  done
+}
+case $STEP in
+  stage1) stage1 ;; cluster) cluster ;; stage2) stage2 ;; eval) evals ;;
+  all) stage1; cluster; stage2; evals ;;
+  *) echo "unknown step $STEP (stage1|cluster|stage2|eval|all)" >&2; exit 2 ;;
+esac
