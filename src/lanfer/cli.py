@@ -301,9 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.base import DataError
+    from .devices import DeviceError
 
     # ImportError: an optional extra (lanfer[faces], lanfer[onnx]) is missing; its message says what to install
-    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError, ImportError]
+    errors: list[type[BaseException]] = [ConfigError, DataError, DeviceError, FileNotFoundError, ImportError]
     try:
         from .checkpoint import CheckpointError
         errors.append(CheckpointError)
