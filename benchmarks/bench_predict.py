@@ -27,7 +27,7 @@ import torch
 
 import lanfer
 from lanfer.faces import get_detector
-from lanfer.predict import Predictor, _OnnxRunner, _onnx_session
+from lanfer.predict import Predictor
 
 CLASSES = ["anger", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
@@ -119,16 +119,14 @@ def main() -> None:
     if not a.no_onnx:
         from lanfer.export import export_model
 
+        opts = None
         if a.threads and device.type == "cpu":
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = a.threads  # the same thread count as torch, for a fair comparison
-            session = ort.InferenceSession(export_model(model, info, a.size), opts, providers=["CPUExecutionProvider"])
-        else:
-            session = _onnx_session(export_model(model, info, a.size), device)
-        predictors.append(Predictor(_OnnxRunner(session), CLASSES, a.size, detector=detector, device=device,
-                                    backend="onnx"))
+        predictors.append(Predictor.from_onnx(export_model(model, info, a.size), device=device, detector=detector,
+                                              session_options=opts))
     rng = np.random.default_rng(0)
     results = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "cpu": platform.processor() or platform.machine(), "image_size": a.size, "classification": [],
@@ -139,7 +137,7 @@ def main() -> None:
         import onnxruntime
 
         results["onnxruntime"] = onnxruntime.__version__
-        results["ort_providers"] = session.get_providers()
+        results["ort_providers"] = predictors[-1].runner.session.get_providers()
     for p in predictors:
         results["classification"] += classification(p, batches, a.reps, a.warmup, sync, rng)
 

@@ -344,8 +344,7 @@ def test_real_photos_give_a_row_per_face_and_an_overlay(predictor, face_api_path
     paths = face_api_paths
     # The smallest of these 22 faces is ~150 px wide in the 1920 px photos: searching from 80 px instead of
     # 20 px makes MTCNN's pyramid ~4x cheaper and finds exactly the faces a person counts.
-    p = Predictor(predictor.runner, predictor.classes, predictor.image_size, predictor.normalize,
-                  detector=get_detector("mtcnn", min_face_size=80))
+    p = Predictor(predictor.runner, predictor.info, detector=get_detector("mtcnn", min_face_size=80))
     start = time.perf_counter()
     table = p.predict(paths, progress=False, overlay_dir=tmp_path / "ov")
     elapsed = time.perf_counter() - start
@@ -357,3 +356,82 @@ def test_real_photos_give_a_row_per_face_and_an_overlay(predictor, face_api_path
     ok = table[table["status"] == "ok"]
     assert ok["yaw"].notna().all() and (ok["yaw"].abs() < 90).all()
     assert np.allclose(ok.probabilities.to_numpy().sum(1), 1, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the package's parts: one face record, PIL-only overlays, the ONNX entry route
+
+
+def test_one_face_record_gives_the_row_and_the_picture():
+    from lanfer.predict import FaceResult, table_columns, table_row
+
+    lm = np.array([[30.0, 40.0], [60.0, 40.0], [45.0, 55.0], [33.0, 70.0], [57.0, 70.0]])
+    face = FaceResult.from_detection(np.zeros((120, 100, 3), np.uint8), Face((10, 10, 80, 90), 0.9, lm), SIZE)
+    assert face.crop.shape == (SIZE, SIZE, 3) and abs(face.pose[0]) < 5 and not face.classified
+    probs = np.array([0.05, 0.05, 0.05, 0.7, 0.05, 0.05, 0.05])
+    face.set_prediction(probs, CLASSES, attention=np.ones((2, 2)))
+    assert face.label == "happy" and face.classified
+    row = dict(zip(table_columns(CLASSES, attention=True), table_row("a.jpg", 0, 0, face, "ok", 7, attention=True)))
+    assert (row["x1"], row["y2"], row["score"], row["nose_x"], row["label"]) == (10, 90, 0.9, 45, "happy")
+    assert row["prob_happy"] == 0.7 and row["attention"].dtype == np.float32
+    empty = dict(zip(table_columns(CLASSES), table_row("b.jpg", 3, None, None, "no face", 7)))
+    assert empty["status"] == "no face" and empty["label"] is None and empty["face"] is None
+    assert all(np.isnan(empty[c]) for c in ("x1", "score", "yaw", "nose_x", "prob_happy"))
+    # annotate draws a record exactly as it draws the mapping with the same fields
+    image = np.zeros((200, 300, 3), np.uint8)
+    as_dict = dict(box=face.box, probs=probs, crop=face.crop, attention=face.attention)
+    assert np.array_equal(annotate(image, [face], CLASSES), annotate(image, [as_dict], CLASSES))
+    with pytest.raises(ValueError, match="unknown face fields"):
+        annotate(image, [dict(box=face.box, probs=probs, colour="red")], CLASSES)
+
+
+def test_heat_overlay_matches_matplotlibs_jet_and_overlays_need_no_matplotlib():
+    import subprocess
+    import sys
+
+    from lanfer.analysis.figures import overlay
+    from lanfer.predict import heat_overlay
+
+    rng = np.random.default_rng(3)
+    image = rng.random((40, 30, 3))
+    heat = np.concatenate([rng.random((3, 4)), [[0.0, 1.0, 0.5, 1.0]]])  # both ends of the colour map
+    assert np.abs(heat_overlay(image, heat) - overlay(image, heat)).max() < 1e-12
+    code = ("import sys, lanfer.predict as p, numpy as np; p.annotate(np.zeros((50, 50, 3), np.uint8), [], ['a']); "
+            "sys.exit(any(m.startswith('matplotlib') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_pil_images_and_arrays_give_the_same_table(predictor, two_faces):
+    image, _ = two_faces
+    from_array = predictor.predict(image, progress=False)
+    from_pil = predictor.predict(Image.fromarray(image), progress=False)
+    assert len(from_pil) == len(from_array) == 2
+    assert np.array_equal(from_pil.probabilities.to_numpy(), from_array.probabilities.to_numpy())
+    assert len(from_pil.plot(0).axes) == 1 + 2 * 2  # the PIL image is drawn again from the table
+    grey = predictor.predict(np.zeros((20, 20, 3), np.float32), progress=False)
+    assert grey["status"].iloc[0].startswith("error: the in-memory image must be uint8")
+
+
+def test_onnx_files_without_lanfer_metadata_are_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from lanfer.predict import open_onnx
+
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 7])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 7])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    with pytest.raises(CheckpointError, match="without lanfer metadata"):
+        open_onnx(model.SerializeToString(), torch.device("cpu"))
+    for k, v in {"format": "lanfer", "classes": '["a", "b"]', "image_size": "32"}.items():
+        model.metadata_props.add(key=k, value=v)
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, str(path))
+    session, info = open_onnx(path, torch.device("cpu"))
+    assert info.classes == ["a", "b"] and info.input_size == 32 and session.get_inputs()[0].name == "image"
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="ONNX Runtime cannot load it"):
+        Predictor.from_onnx(tmp_path / "junk.onnx")

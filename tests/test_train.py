@@ -103,7 +103,7 @@ def test_unset_num_classes_is_taken_from_the_dataset(tiny_folder, tmp_path):
     train(_cfg(tiny_folder, **{"model.num_classes": None, "model.name": "resnet18", "train.epochs": 1}), out=out)
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["num_classes"] == 3
     model, info = load_model(out / "best.safetensors")
-    assert info["model"]["num_classes"] == 3 and model.fc.out_features == 3
+    assert info.num_classes == 3 and model.fc.out_features == 3
     with pytest.raises(ConfigError, match=r"the dataset has 3 classes \['happy', 'neutral', 'sad'\] but "
                                           r"model.num_classes=7"):
         train(_cfg(tiny_folder, **{"model.num_classes": 7}), out=tmp_path / "explicit")

@@ -364,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.base import DataError
+    from .devices import DeviceError
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ConfigError, DataError, DeviceError, FileNotFoundError]
     try:  # both import torch; where it is missing, no command that could raise them runs
         from .checkpoint import CheckpointError
         from .guidance import GuidanceError

@@ -13,23 +13,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .devices import resolve_device
+
 
 def setup(device_pref: str = "auto") -> tuple[torch.device, int, int]:
     """Initialise the process group if launched by torchrun; returns (device, rank, world_size)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_pref == "auto":
-        device_pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_pref.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda was asked for but no CUDA device is visible; use train.device=cpu")
+    device = resolve_device(device_pref, what="train.device")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_pref.startswith("cuda") else "gloo")
-    if device_pref == "cuda" and world > 1:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda" and device.index is None and world > 1:
+        # A bare "cuda" under torchrun means one GPU per process: this rank's LOCAL_RANK.
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
-    else:
-        device = torch.device(device_pref)
     return device, rank, world
 
 

@@ -175,9 +175,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     from .config import load_config, resolve_workers
     from .data import EvalPreset, build_dataset_from_config, collate
     from .model import load_model
+    from .devices import resolve_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     model, info = load_model(checkpoint, device=device)
     if data is not None and (data.endswith((".yaml", ".yml")) or Path(data).is_file()):
         cfg = load_config(data, overrides)
@@ -198,7 +198,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     if list(ds.classes) != list(classes):
         raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {ds.classes}; "
                          "evaluate on a dataset with the same label set and order")
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=resolve_workers(num_workers, device),
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=resolve_workers(num_workers, str(device)),
                         collate_fn=collate)
     metrics = evaluate(model, loader, classes, device, progress=progress)
     metrics["checkpoint"] = str(checkpoint)

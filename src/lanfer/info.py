@@ -125,8 +125,14 @@ class ModelInfo:
                             f"{FORMAT_VERSION} (upgrade lanfer to read newer files)")
         v = decode_metadata(meta)
         margs = v.get("model")
+        if margs is None and isinstance(v.get("arch"), str):
+            # an ONNX graph needs no constructor arguments to run; its record may name only the architecture
+            margs = {"name": v["arch"] or "unknown"}
         if not isinstance(margs, dict) or "name" not in margs:
-            raise InfoError(f"{where}: metadata lacks the model config ('model' key); was it written by lanfer?")
+            if margs is None and "classes" in v and "image_size" in v:
+                margs = {"name": "unknown"}
+            else:
+                raise InfoError(f"{where}: metadata lacks the model config ('model' key); was it written by lanfer?")
         classes = v.get("classes")
         if not isinstance(classes, list):
             raise InfoError(f"{where}: metadata lacks the class names ('classes' key)")

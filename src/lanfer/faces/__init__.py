@@ -11,14 +11,14 @@ Typical use (what ``lanfer predict`` does on a raw photo)::
 This package knows no datasets and no models; detectors other than MTCNN plug in through
 :func:`register_detector`.
 """
-from .align import (ARCFACE_TEMPLATE, DEFAULT_MARGIN, DEFAULT_SIZE, align_face, alignment_matrix,
+from .align import (ARCFACE_TEMPLATE, DEFAULT_MARGIN, DEFAULT_SIZE, align_face, alignment_matrix, crop_face,
                     estimate_similarity, face_template, invert_affine, transform_points, warp)
 from .detect import (LANDMARK_NAMES, Face, FaceDetector, MTCNNDetector, available_detectors, get_detector,
                      register_detector)
 from .pose import FACE_MODEL_3D, HeadPose, estimate_pose, euler_angles, project_landmarks, rotation_matrix
 
 __all__ = [
-    "ARCFACE_TEMPLATE", "DEFAULT_MARGIN", "DEFAULT_SIZE", "align_face", "alignment_matrix", "estimate_similarity",
+    "ARCFACE_TEMPLATE", "DEFAULT_MARGIN", "DEFAULT_SIZE", "align_face", "alignment_matrix", "crop_face", "estimate_similarity",
     "face_template", "invert_affine", "transform_points", "warp",
     "LANDMARK_NAMES", "Face", "FaceDetector", "MTCNNDetector", "available_detectors", "get_detector",
     "register_detector",

@@ -25,8 +25,8 @@ def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
         raise ValueError(f"{what} must be a numpy array (H, W, 3) uint8 RGB or a PIL image, "
                          f"got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{what} must have shape (H, W, 3) (RGB), got {image.shape}; convert grey or RGBA "
-                         "images first, e.g. PIL.Image.open(path).convert('RGB')")
+        raise ValueError(f"{what} must be an (H, W, 3) uint8 RGB array, got shape {image.shape}; convert grey or "
+                         "RGBA images first, e.g. PIL.Image.open(path).convert('RGB')")
     if image.dtype != np.uint8:
         raise ValueError(f"{what} must be uint8 (0..255), got dtype {image.dtype}; for floats in [0, 1] "
                          "pass (image * 255).round().astype(np.uint8)")

@@ -182,3 +182,36 @@ def align_face(image: Any, landmarks: Any, size: int = DEFAULT_SIZE, margin: flo
     """
     img = as_rgb_uint8(image)
     return warp(img, alignment_matrix(landmarks, size, margin, template), size, border)
+
+
+def crop_template(margin: float = DEFAULT_MARGIN, shift_y: float = 0.0) -> np.ndarray:
+    """ArcFace's five points as fractions of the side, placed so that :func:`face_template` with ``margin``
+    puts them ``shift_y`` of the side lower (negative: higher, showing more chin than forehead)."""
+    unit = ARCFACE_TEMPLATE / ARCFACE_SIZE
+    return unit + np.array([0.0, shift_y * (1.0 + 2.0 * margin)])
+
+
+def crop_face(image: Any, landmarks: Any, box: Any, size: int, crop: Any = None) -> np.ndarray:
+    """Cut a detected face the way a model was trained (its :class:`lanfer.info.FaceCrop`).
+
+    ``crop.kind == "template"``: the five-point alignment of :func:`align_face` at ``crop.margin``, moved by
+    ``crop.shift_y``; ``"box"``: the detector's box (left, top, right, bottom), squared about its centre and
+    grown by ``crop.margin`` on every side, no rotation. ``crop=None`` is the template at the default margin.
+    Returns a ``(size, size, 3)`` uint8 RGB crop; parts outside the image are black.
+    """
+    img = as_rgb_uint8(image)
+    kind = getattr(crop, "kind", "template")
+    margin = float(getattr(crop, "margin", DEFAULT_MARGIN))
+    if kind == "template":
+        template = crop_template(margin, float(getattr(crop, "shift_y", 0.0)))
+        return warp(img, alignment_matrix(landmarks, size, margin, template), size, "constant")
+    if kind != "box":
+        raise ValueError(f"face crop kind {kind!r} is not 'template' or 'box'")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * margin)
+    if side <= 0:
+        raise ValueError(f"face box {tuple(box)} is empty")
+    s = size / side
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + float(getattr(crop, "shift_y", 0.0)) * side
+    matrix = np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])  # source px -> crop px
+    return warp(img, matrix, size, "constant")

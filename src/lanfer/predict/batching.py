@@ -1,0 +1,150 @@
+"""One ``Predictor.predict`` call as a stream: frames -> detection in windows -> crops batched across
+images and frames -> the model -> table rows and overlays, in input order, with bounded memory."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from ..faces import FaceDetector
+from .overlays import _Overlays
+from .record import STATUS_NO_FACE, STATUS_OK, FaceResult, table_row
+from .sources import _EndOfSource, _Failed, _Frame, _Source, _Video
+
+
+class _Model(Protocol):
+    """What a run needs of its :class:`~lanfer.predict.Predictor` (named here, so this module does not
+    import the one that imports it)."""
+
+    classes: list[str]
+    image_size: int
+    crop: Any  # the model's FaceCrop
+
+    @property
+    def detector(self) -> FaceDetector | None: ...
+
+    def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+class _Run:
+    """One predict() call: frames flow window -> detection -> crop queue -> batched model -> rows, in order.
+
+    Held frames are bounded: at most ``window`` frames wait for detection, and a partial batch is classified
+    as soon as ``max(window, batch_size)`` detected frames wait for probabilities, which empties that queue;
+    so fewer than ``window + max(window, batch_size)`` frames are ever held, however long the video.
+    """
+
+    def __init__(self, predictor: _Model, batch_size: int, detect: bool, window: int, return_attention: bool,
+                 overlays: _Overlays | None):
+        self.p, self.batch_size, self.detect, self.window = predictor, batch_size, detect, window
+        self.return_attention, self.overlays = return_attention, overlays
+        self.keep_attention = return_attention or overlays is not None
+        self.limit = max(window, batch_size)
+        self.rows: list[list[Any]] = []
+        self.win: list[_Frame | _EndOfSource] = []  # read, not yet detected
+        self.queue: deque = deque()  # detected frames and end-of-source markers, in output order
+        self.pending: list[FaceResult] = []  # crops waiting for the model
+        self.n_frames = 0
+        self.max_held = 0
+        self.timing = {"read_s": 0.0, "detect_s": 0.0, "align_pose_s": 0.0, "classify_s": 0.0, "overlay_s": 0.0}
+
+    def feed(self, source: _Source, bar) -> None:
+        """Read every frame of ``source``, detecting and classifying as windows and batches fill."""
+        if isinstance(source, _Video):
+            error = source.open()
+            if error is None and source.total:
+                bar.total = (bar.total or 0) + source.total
+                bar.refresh()
+            elif error is not None:
+                bar.total = (bar.total or 0) + 1
+                source = _Failed(source.name, error)
+        sink = self.overlays.sink_for(source) if self.overlays is not None else None
+        bar.set_description_str(Path(source.name).name[:30], refresh=False)
+        frames, t = source.frames(), time.perf_counter()
+        for frame in frames:
+            self.timing["read_s"] += time.perf_counter() - t
+            frame.sink = sink
+            self.win.append(frame)
+            self.n_frames += 1
+            bar.update(1)
+            self._track()
+            if len(self.win) >= self.window:
+                self._step()
+            t = time.perf_counter()
+        if sink is not None:
+            self.win.append(_EndOfSource(sink))
+
+    def interrupted(self) -> None:
+        """Recover from a Ctrl-C at any point: drop the frames not yet detected, re-queue every face still
+        without probabilities (a batch may have been cut short), so that finish() emits the rest."""
+        self.win = [f for f in self.win if isinstance(f, _EndOfSource)]
+        self.pending = [face for f in self.queue if isinstance(f, _Frame) for face in f.faces if not face.classified]
+
+    def finish(self) -> None:
+        """Detect and classify what is left, and emit every remaining row."""
+        self._step()
+        self._classify(force=True)
+        self._emit()
+
+    def _track(self) -> None:
+        held = sum(isinstance(f, _Frame) for f in self.win) + sum(isinstance(f, _Frame) for f in self.queue)
+        self.max_held = max(self.max_held, held)
+
+    def _step(self) -> None:
+        frames = [f for f in self.win if isinstance(f, _Frame) and f.status == STATUS_OK]
+        if self.detect and frames:
+            t = time.perf_counter()
+            detected = self.p.detector.detect([f.image for f in frames])
+            t1 = time.perf_counter()
+            for f, faces in zip(frames, detected):
+                f.faces = [FaceResult.from_detection(f.image, face, self.p.image_size, self.p.crop) for face in faces]
+                if not f.faces:
+                    f.status = STATUS_NO_FACE
+            self.timing["detect_s"] += t1 - t
+            self.timing["align_pose_s"] += time.perf_counter() - t1
+        elif frames:
+            for f in frames:
+                f.faces = [FaceResult.whole_image(f.image)]
+        for f in frames:
+            self.pending += f.faces
+            if self.overlays is None:
+                f.image = None  # only the crops are needed from here on
+        self.queue.extend(self.win)
+        self.win = []
+        self._classify(force=sum(isinstance(f, _Frame) for f in self.queue) >= self.limit)
+        self._emit()
+
+    def _classify(self, force: bool) -> None:
+        while len(self.pending) >= self.batch_size or (force and self.pending):
+            batch, self.pending = self.pending[:self.batch_size], self.pending[self.batch_size:]
+            t = time.perf_counter()
+            probs, att = self.p.classify([b.crop for b in batch])  # (B, K), (B, h, w) or None
+            self.timing["classify_s"] += time.perf_counter() - t
+            for i, b in enumerate(batch):
+                b.set_prediction(probs[i], self.p.classes,
+                                 att[i] if (att is not None and self.keep_attention) else None)
+                if self.overlays is None:
+                    b.crop = None
+
+    def _emit(self) -> None:
+        while self.queue and (not isinstance(self.queue[0], _Frame) or self.queue[0].ready):
+            item = self.queue.popleft()
+            if isinstance(item, _EndOfSource):
+                item.sink.close()
+                continue
+            self.rows += self._rows(item)
+            if item.sink is not None and item.image is not None:
+                t = time.perf_counter()
+                item.sink.write(item)
+                self.timing["overlay_s"] += time.perf_counter() - t
+            item.image = None
+
+    def _rows(self, f: _Frame) -> list[list[Any]]:
+        k = len(self.p.classes)
+        if not f.faces:
+            return [table_row(f.source, f.frame, None, None, f.status, k, self.return_attention)]
+        return [table_row(f.source, f.frame, i, face, STATUS_OK, k, self.return_attention)
+                for i, face in enumerate(f.faces)]

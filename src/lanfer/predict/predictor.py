@@ -1,0 +1,226 @@
+"""The predictor: a model and its preprocessing, a face detector, and ``lanfer predict``'s function."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, as_model_info, read_model_info
+from ..info import ModelInfo
+from ..model import load_model
+from ..data import EvalPreset
+from ..devices import resolve_device
+from ..faces import FaceDetector, get_detector
+from .batching import _Run
+from .overlays import _Overlays
+from .record import table_columns
+from .runners import OnnxRunner, Runner, TorchRunner, open_onnx
+from .sources import _ImageArray, _Video, expand_inputs
+from .table import PredictionTable, summarize, write_table
+
+
+class Predictor:
+    """Detect, align and classify faces; see :mod:`lanfer.predict`.
+
+    Build it with :meth:`from_checkpoint`, :meth:`from_onnx` or :meth:`from_model`. ``runner`` maps a
+    batch of preprocessed crops (B, 3, S, S) to ``(logits (B, K), attention (B, h, w) or None)``.
+    """
+
+    def __init__(self, runner: Runner, info: ModelInfo, detector: str | FaceDetector | None = "mtcnn",
+                 device: str | torch.device = "cpu", backend: str = "torch"):
+        self.runner = runner
+        self.info = info
+        self.classes = list(info.classes)
+        self.image_size = info.input_size
+        self.normalize = info.normalize
+        self.crop = info.crop  # how a detected face is cut: the framing the model was trained on
+        self.preset = EvalPreset.from_info(info)  # size, normalisation and colour mode of training
+        self.device = resolve_device(device)
+        self.backend = backend
+        self._detector_spec = detector
+        self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
+
+    def __repr__(self) -> str:
+        return (f"Predictor(backend={self.backend!r}, classes={self.classes}, image_size={self.image_size}, "
+                f"color={self.info.color!r}, crop={self.crop.kind}/{self.crop.margin:g}, "
+                f"detector={self.detector_name!r}, device={str(self.device)!r})")
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name: str | None = None, device: str | torch.device = "auto",
+                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch") -> "Predictor":
+        """A predictor for a model shipped with lanfer (``None``: the default; ``lanfer models`` lists them),
+        offline."""
+        from ..pretrained import find
+
+        return cls.from_checkpoint(find(name).path, device=device, detector=detector, backend=backend)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
+                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch") -> "Predictor":
+        """A predictor for a lanfer model file (``.safetensors``), an exported ``.onnx`` file, or a shipped
+        model's name (``None``: the default shipped model).
+
+        ``backend="onnx"`` with a ``.safetensors`` file exports it in memory (see :mod:`lanfer.export`) and
+        runs it in ONNX Runtime; with an ``.onnx`` file it is :meth:`from_onnx`.
+        """
+        from ..pretrained import resolve
+
+        path = resolve(path)
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if str(path).endswith(".onnx"):
+            return cls.from_onnx(path, device=device, detector=detector)
+        dev = resolve_device(device)
+        if backend == "onnx":
+            from ..export import export_model
+
+            model, info = load_model(path, device="cpu")
+            # The exported graph carries the same record in its metadata.
+            return cls.from_onnx(export_model(model, info, info.input_size), device=dev, detector=detector)
+        model, info = load_model(path, device=dev)
+        return cls.from_model(model, info, device=dev, detector=detector)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, info: ModelInfo | dict[str, Any], device: str | torch.device = "cpu",
+                   detector: str | FaceDetector | None = "mtcnn") -> "Predictor":
+        """A predictor for an in-memory model and its :class:`~lanfer.info.ModelInfo` (a dict with the model
+        file's format-1 keys is read through the same codec)."""
+        dev = resolve_device(device)
+        return cls(TorchRunner(model, dev), as_model_info(info), detector, dev)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path | bytes, device: str | torch.device = "cpu",
+                  detector: str | FaceDetector | None = "mtcnn", session_options: Any = None) -> "Predictor":
+        """A predictor running an ONNX model from ``lanfer export`` (a file, or the bytes of
+        :func:`lanfer.export.export_model`) in ONNX Runtime; its record comes from the model's metadata.
+        ``session_options``: an ``onnxruntime.SessionOptions`` (e.g. thread counts)."""
+        dev = resolve_device(device)
+        session, info = open_onnx(path, dev, session_options)
+        return cls(OnnxRunner(session), info, detector, dev, backend="onnx")
+
+    @property
+    def detector_name(self) -> str | None:
+        spec = self._detector_spec
+        return spec if isinstance(spec, str) or spec is None else type(spec).__name__
+
+    @property
+    def detector(self) -> FaceDetector | None:
+        """The face detector, built on first use (so ``detect=False`` needs no detector installed)."""
+        if self._detector is None and isinstance(self._detector_spec, str):
+            self._detector = get_detector(self._detector_spec, device=str(self.device))
+        return self._detector
+
+    # -- prediction --------------------------------------------------------------------------------
+
+    def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and attention maps (N, h, w) (None for the baseline) of face crops
+        ((H, W, 3) uint8 RGB, any size: the evaluation transform resizes them), in one batch."""
+        # torch warns on read-only arrays (np.asarray of a PIL image); copy those few.
+        x = torch.stack([self.preset(c if c.flags.writeable else c.copy()) for c in crops])  # (N, 3, S, S)
+        logits, att = self.runner(x)  # (N, K), (N, h, w) or None
+        z = logits - logits.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True), att
+
+    def predict(self, inputs: Any, batch_size: int = 32, progress: bool = True, detect: bool = True,
+                every_nth_frame: int = 1, return_attention: bool = False, overlay_dir: str | Path | None = None,
+                window: int = 8) -> PredictionTable:
+        """Predict the expression of every face in ``inputs``.
+
+        Args:
+            inputs: a path (image, video, folder -- searched recursively for images and videos), a list of
+                paths, an (H, W, 3) uint8 RGB array, a PIL image, a list of these, or a camera index (int).
+            batch_size: face crops per model call; crops are collected across images and frames.
+            progress: a tqdm bar over frames (images count as one frame), with frames/s.
+            detect: False when the inputs are already aligned face crops: each image is one face
+                (box = the whole image; score, landmarks and pose are NaN).
+            every_nth_frame: keep video frames 0, n, 2n, ...; the ``frame`` column holds the frame index.
+            return_attention: add the ``attention`` column (F_m of each face, (h, w) float32).
+            overlay_dir: write annotated images (``<name>.jpg``) and videos (``<name>.mp4``) here.
+            window: frames per face-detector call (the detector batches them).
+        Returns:
+            a :class:`PredictionTable`; ``attrs`` holds ``wall_s``, ``frames``, ``max_frames_held`` and
+            ``timing`` (seconds spent reading, detecting, aligning + pose, classifying, drawing overlays).
+        """
+        if batch_size < 1 or every_nth_frame < 1 or window < 1:
+            raise ValueError(f"batch_size, every_nth_frame and window must be >= 1, got {batch_size}, "
+                             f"{every_nth_frame}, {window}")
+        if detect and self.detector is None:
+            raise ValueError("this Predictor has no face detector (detector=None): pass detect=False for aligned "
+                             "face crops, or build it with detector='mtcnn'")
+        start = time.perf_counter()
+        sources = expand_inputs(inputs, every_nth_frame)
+        run = _Run(self, batch_size=batch_size, detect=detect, window=window, return_attention=return_attention,
+                   overlays=_Overlays(Path(overlay_dir), self.classes) if overlay_dir is not None else None)
+        from ..progress import progress_bar
+
+        bar = progress_bar(total=sum(s.total or 0 for s in sources if not isinstance(s, _Video)), desc="predict",
+                           unit="frame", enabled=progress, dynamic_ncols=True)
+        try:
+            try:
+                for source in sources:
+                    run.feed(source, bar)
+            except KeyboardInterrupt:
+                if not any(isinstance(s, _Video) and s.is_camera for s in sources):
+                    raise
+                run.interrupted()  # Ctrl-C is how a webcam stream ends: keep what was seen
+            run.finish()
+        finally:
+            bar.close()
+            if run.overlays is not None:
+                run.overlays.close_all()
+        table = PredictionTable(run.rows, columns=self.columns(return_attention))
+        for c in ("frame", "face"):
+            table[c] = table[c].astype("Int64")
+        table.classes = list(self.classes)
+        table.normalize = self.normalize
+        table._images = {s.name: s.image for s in sources if isinstance(s, _ImageArray)}
+        table.attrs.update(wall_s=time.perf_counter() - start, frames=run.n_frames,
+                           max_frames_held=run.max_held, backend=self.backend,
+                           timing={k: round(v, 4) for k, v in run.timing.items()})
+        return table
+
+    def columns(self, attention: bool = False) -> list[str]:
+        """The columns of this predictor's tables (``attention`` adds the F_m column)."""
+        return table_columns(self.classes, attention)
+
+
+def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str | Path = "runs/predict", format: str = "csv",
+                overlay: bool = False, detect: bool = True, every_nth_frame: int = 1, batch_size: int = 32,
+                device: str = "auto", onnx: str | Path | None = None,
+                progress: bool = True) -> tuple[PredictionTable, str]:
+    """``lanfer predict``: predict on ``inputs`` and write ``OUT/predictions.csv`` (or ``.json``) and, with
+    ``overlay``, annotated images and videos in ``OUT/overlays/``. Returns the table and a summary text.
+
+    ``checkpoint``: a model file or a shipped model's name; ``None`` is the default shipped model.
+    ``onnx``: run this exported model in ONNX Runtime instead of the checkpoint's PyTorch weights; its
+    classes must match the checkpoint's (a guard against a stale export).
+    """
+    from ..pretrained import resolve
+
+    checkpoint = resolve(checkpoint) if onnx is None or checkpoint is not None else onnx
+    if format not in ("csv", "json"):
+        raise ValueError(f"--format must be csv or json, got {format!r}")
+    out = Path(out)
+    detector = "mtcnn" if detect else None
+    if onnx is not None:
+        predictor = Predictor.from_onnx(onnx, device=device, detector=detector)
+        if str(checkpoint) != str(onnx) and not str(checkpoint).endswith(".onnx"):
+            want = read_model_info(checkpoint).classes
+            if want != predictor.classes:
+                raise CheckpointError(f"{onnx} has classes {predictor.classes} but {checkpoint} has {want}; "
+                                      f"re-export it with lanfer export {checkpoint} --format onnx --out {onnx}")
+    else:
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector)
+    # A bare number that is not a file is a camera index (lanfer predict CKPT 0).
+    inputs = [int(i) if isinstance(i, str) and i.isdigit() and not Path(i).exists() else i for i in inputs]
+    table = predictor.predict(inputs, batch_size=batch_size, progress=progress, detect=detect,
+                              every_nth_frame=every_nth_frame, overlay_dir=out / "overlays" if overlay else None)
+    path = write_table(table, out / f"predictions.{format}")
+    text = summarize(table) + f"\nwrote {path}" + (f" and overlays in {out / 'overlays'}" if overlay else "")
+    return table, text

@@ -1,0 +1,93 @@
+"""The model behind a :class:`~lanfer.predict.Predictor`: PyTorch or ONNX Runtime, behind one signature.
+
+A runner maps a batch of preprocessed crops ``(B, 3, S, S)`` to ``(logits (B, K), attention (B, h, w) or
+None)``. ONNX models are opened in one place, :func:`open_onnx`, whether they come from a file written by
+``lanfer export`` or from an in-memory export; their metadata is read with the same codec as safetensors
+files (:class:`lanfer.info.ModelInfo`), so the preprocessing comes from the model's record, never a default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError
+from ..info import InfoError, ModelInfo
+
+Runner = Callable[[torch.Tensor], "tuple[np.ndarray, np.ndarray | None]"]
+
+
+class TorchRunner:
+    """A PyTorch model on ``device``, in eval mode and inference mode."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.model, self.device = model.to(device).eval(), device
+
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            out = self.model(x.to(self.device), return_maps=True)
+        att = None if out.attention is None else out.attention[:, 0].float().cpu().numpy()  # (B, h, w)
+        return out.logits.float().cpu().numpy(), att  # (B, K)
+
+
+class OnnxRunner:
+    """An ONNX Runtime session of a graph from ``lanfer export`` (outputs ``logits`` [, ``attention``])."""
+
+    def __init__(self, session):
+        self.session = session
+        self.input = session.get_inputs()[0].name
+        # The baseline's graph has no attention output (a constant map would look like information).
+        self.has_attention = len(session.get_outputs()) > 1
+
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.session.run(None, {self.input: x.numpy()})
+        return out[0], (out[1][:, 0] if self.has_attention else None)  # (B, K), (B, h, w)
+
+
+def open_onnx(model: str | Path | bytes, device: torch.device, session_options: Any = None) -> tuple[Any, ModelInfo]:
+    """The one way lanfer opens an ONNX model for inference.
+
+    Args:
+        model: an ``.onnx`` file from ``lanfer export``, or the bytes :func:`lanfer.export.export_model` returns.
+        device: a CUDA device puts ONNX Runtime's CUDA provider first when this onnxruntime build has it.
+        session_options: an ``onnxruntime.SessionOptions`` (thread counts ...), or None for the defaults.
+    Returns:
+        ``(session, info)``: the ``InferenceSession`` and the graph's :class:`~lanfer.info.ModelInfo` (the same
+        codec as safetensors files).
+    """
+    where = "the exported ONNX model" if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and not Path(model).is_file():
+        raise CheckpointError(f"ONNX model {str(model)!r} does not exist; write one with lanfer export CHECKPOINT "
+                              "--format onnx --out model.onnx")
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("backend='onnx' needs onnxruntime: pip install 'lanfer[onnx]'") from e
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=session_options,
+                                       providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable files
+        raise CheckpointError(f"{where}: ONNX Runtime cannot load it ({e})") from None
+    # ONNX Runtime exposes the graph's metadata_props, so no second reader (the onnx package) is needed.
+    return session, _decode_onnx_metadata(dict(session.get_modelmeta().custom_metadata_map), where)
+
+
+def read_onnx_metadata(path: str | Path) -> ModelInfo:
+    """The :class:`~lanfer.info.ModelInfo` of an ONNX file written by ``lanfer export``, read through
+    :func:`open_onnx` on the CPU."""
+    return open_onnx(path, torch.device("cpu"))[1]
+
+
+def _decode_onnx_metadata(meta: dict[str, str], where: Any) -> ModelInfo:
+    if meta.get("format") != "lanfer" or "classes" not in meta or "image_size" not in meta:
+        raise CheckpointError(f"{where}: an ONNX file without lanfer metadata (classes, image_size, normalize); "
+                              "export it with lanfer export")
+    try:
+        return ModelInfo.from_metadata(meta, str(where))
+    except InfoError as e:
+        raise CheckpointError(str(e)) from None
