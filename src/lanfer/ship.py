@@ -59,8 +59,9 @@ def ship(run: str | Path, out: str | Path, evals: dict[str, str | Path] | None =
         if not Path(path).is_file():
             raise CheckpointError(f"evaluation {name}={path}: no such metrics file (write it with lanfer eval --out)")
         metrics[name] = _summary(Path(path))
-    info = dataclasses.replace(info, metrics=metrics, crop=FaceCrop(**crop) if crop else info.crop,
-                               command=command or info.command)
+    # the record keeps how the weights were trained and adds how they were packaged
+    made = "; ".join(c for c in (info.command, command) if c) or None
+    info = dataclasses.replace(info, metrics=metrics, crop=FaceCrop(**crop) if crop else info.crop, command=made)
     out = Path(out)
     save_model(out, copy.deepcopy(model).to(dtype), info)
     return out
