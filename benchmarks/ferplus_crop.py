@@ -13,6 +13,7 @@ margin and moved by a vertical shift). This script measures both halves:
 
     python benchmarks/ferplus_crop.py --root PATH/FERPlus --fit
     python benchmarks/ferplus_crop.py --root PATH/FERPlus --model src/lanfer/weights/lan_resnet18_ferplus.safetensors
+    python benchmarks/ferplus_crop.py --root PATH/FERPlus --model ... --crop '{"margin": 0.1}'   # another framing
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def fit(root: str, n: int, seed: int) -> dict:
                                         "rms_residual_of_side": float(np.sqrt((resid ** 2).mean()))}}
 
 
-def compare(root: str, model_path: str, limit: int | None, batch: int) -> dict:
+def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dict | None = None) -> dict:
     from lanfer.data import EvalPreset, build_dataset
     from lanfer.model import load_model
     from lanfer.predict import Predictor
@@ -83,6 +84,10 @@ def compare(root: str, model_path: str, limit: int | None, batch: int) -> dict:
     direct = np.array(preds) == np.array(truth)
     # the prediction path on the same files
     p = Predictor.from_checkpoint(model_path, device="cpu")
+    if crop is not None:  # another framing than the model's record, to see what the crop is worth
+        from lanfer.info import FaceCrop
+
+        p.crop = FaceCrop(**crop)
     t0 = time.perf_counter()
     table = p.predict([ds.samples[i].path for i in idx], batch_size=batch, progress=False)
     dt = time.perf_counter() - t0
@@ -95,7 +100,7 @@ def compare(root: str, model_path: str, limit: int | None, batch: int) -> dict:
     return {"images": len(idx), "dataset_crop_accuracy": float(direct.mean()),
             "faces_found": len(found), "dataset_crop_accuracy_on_found": float(direct[found].mean()),
             "predict_path_accuracy_on_found": float(via.mean()), "predict_seconds": round(dt, 1),
-            "crop": info.crop.__dict__}
+            "crop": p.crop.__dict__}
 
 
 def main() -> None:
@@ -107,12 +112,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="test images for --model (default all)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop", help="with --model: cut faces with this FaceCrop (JSON) instead of the model's")
     a = ap.parse_args()
     print(f"cpu: {cpu_model()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
     if a.fit:
         print(json.dumps(fit(a.root, a.n, a.seed), indent=1))
     if a.model:
-        print(json.dumps(compare(a.root, a.model, a.limit, a.batch), indent=1))
+        crop = json.loads(a.crop) if a.crop else None
+        print(json.dumps(compare(a.root, a.model, a.limit, a.batch, crop), indent=1))
 
 
 if __name__ == "__main__":
