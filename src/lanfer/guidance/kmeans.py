@@ -272,7 +272,8 @@ def fit_guidance(features, seed: int = 0, iters: int = 100, tol: float = 1e-6, s
 
 
 def stability(features, seeds=(0, 1, 2), *, first: Guidance | None = None, **kw) -> dict:
-    """Fit with each seed and measure, per position, how far the guidance labels agree with ``seeds[0]``.
+    """Fit each seed (reusing ``first`` for ``seeds[0]``) and measure, per position, how far the guidance
+    labels agree with ``seeds[0]``.
 
     For every training sample and position we compare the label of seed s with seed ``seeds[0]``:
     ``attentive_agreement`` compares the attentive/general label itself (what the BCE loss sees; it drops
