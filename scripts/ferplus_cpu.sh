@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # FERPlus on a CPU, "baseline first" (README, "Real faces: FERPlus"): every command behind the FERPlus numbers.
-#   FERPLUS=/path/to/FERPlus OUT=runs/ferplus_cpu SEEDS="0 1" bash scripts/ferplus_cpu.sh [stage1|cluster|stage2|eval|all]
+#   FERPLUS=/path/to/FERPlus OUT=runs/ferplus_cpu SEEDS="0 1 2" bash scripts/ferplus_cpu.sh [stage1|cluster|stage2|eval|all]
 # Finished steps are skipped (their metrics.json exists), so an interrupted run can be restarted as it is.
 set -euo pipefail
 R=${FERPLUS:-data/FERPlus}
 OUT=${OUT:-runs/ferplus_cpu}
-SEEDS=${SEEDS:-0 1}
+SEEDS=${SEEDS:-0 1 2}
 STEP=${1:-all}
 L=${LANFER:-lanfer}
 B=$OUT/stage1/best.safetensors
