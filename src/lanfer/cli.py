@@ -342,10 +342,44 @@ def _add_configs(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="a local web page and HTTP API (POST /v1/predict) over a model",
+                       description="Example: lanfer serve, then open http://127.0.0.1:8000/ (API reference at "
+                                   "/docs). Binds 127.0.0.1 unless --host says otherwise; with --token (or "
+                                   "$LANFER_TOKEN) every route but /healthz needs 'Authorization: Bearer TOKEN'.")
+    p.add_argument("--model", metavar="NAME|PATH", help="a shipped model name or a model file (default: the shipped default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="bearer token required by every route but /healthz (default: $LANFER_TOKEN)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (413 above)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest picture in pixels (413 above)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (504 above)")
+    p.add_argument("--max-batch", type=int, default=32, help="face crops per model call, across requests")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    p.add_argument("--max-queue", type=int, default=256, help="faces waiting for the model (503 above)")
+    p.add_argument("--detect-workers", type=int, default=2, help="threads running face detection")
+
+    def run(a):
+        from .serve import ServeConfig, run_server
+
+        try:
+            config = ServeConfig(host=a.host, port=a.port, token=a.token, max_upload_bytes=int(a.max_upload_mb * 2**20),
+                                 max_pixels=a.max_pixels, timeout_s=a.timeout, max_batch=a.max_batch,
+                                 max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue,
+                                 detect_workers=a.detect_workers)
+        except ValueError as e:
+            raise SystemExit(f"lanfer serve: error: {e}") from None
+        run_server(a.model, config, device=a.device)
+
+    p.set_defaults(func=run)
+
+
 # --- end of commands ---
 
 COMMANDS: list = [_add_demo, _add_train, _add_eval, _add_cluster, _add_prepare, _add_datasets, _add_pose_subsets,
-                  _add_synth, _add_predict, _add_export, _add_models, _add_ship, _add_configs]
+                  _add_synth, _add_predict, _add_export, _add_models, _add_ship, _add_configs,
+                  _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,6 +416,7 @@ OPTIONAL_MODULES: dict[str, str | None] = {
     "facenet_pytorch": "faces", "cv2": "faces",
     "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
     "sklearn": "test", "pytest": "test",
+    "fastapi": "serve", "uvicorn": "serve", "python_multipart": "serve",
     "tensorboard": None,
 }
 
