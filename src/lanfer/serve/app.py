@@ -188,15 +188,17 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, name: st
     async def require_token(request: Request, call_next):
         if config.token is None or request.url.path == "/healthz":
             return await call_next(request)
-        given = request.query_params.get("token") if request.url.path == "/" else None
-        if given is not None and hmac.compare_digest(given.encode(), config.token.encode()):
+        auth = request.headers.get("authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.cookies.get(COOKIE)
+        in_url = request.query_params.get("token") if request.url.path == "/" else None
+        if in_url is not None:
+            if not hmac.compare_digest(in_url.encode(), config.token.encode()):
+                return await api_error(request, ApiError(401, "wrong token"))
             # A browser cannot send a header when it opens a link: the token in the URL becomes a cookie that
             # only this site's own requests carry (SameSite=Strict), and the URL loses it.
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(COOKIE, config.token, httponly=True, samesite="strict")
             return response
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.cookies.get(COOKIE)
         if given is None:
             return await api_error(request, ApiError(401, "this server needs a token: send the header "
                                                           "'Authorization: Bearer TOKEN' (or open /?token=TOKEN "

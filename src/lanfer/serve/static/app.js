@@ -178,7 +178,7 @@ function downloadCsv() {
 
 async function startCamera() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    setStatus("this browser gives no camera access here (it needs http://127.0.0.1 or https)", true);
+    setStatus("this browser gives no camera access to this page (it needs the page opened from 127.0.0.1 or over TLS)", true);
     return;
   }
   try {
