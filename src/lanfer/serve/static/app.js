@@ -133,7 +133,8 @@ function faceCard(row, img, colour) {
 }
 
 function fmt(v, digits) {
-  return v === null || v === undefined ? "" : Number(v).toFixed(digits);
+  // + 0 turns a rounded -0 into 0
+  return v === null || v === undefined ? "" : (Number(Number(v).toFixed(digits)) + 0).toFixed(digits);
 }
 
 function renderTable() {
@@ -164,12 +165,16 @@ function csvCell(v) {
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-function downloadCsv() {
+function csvText() {
   // The columns of `lanfer predict`'s predictions.csv, in its order
   const lines = [state.columns.join(",")];
   state.rows.forEach((row) => lines.push(state.columns.map((c) => csvCell(row[c])).join(",")));
+  return lines.join("\n") + "\n";
+}
+
+function downloadCsv() {
   const a = el("a");
-  a.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+  a.href = URL.createObjectURL(new Blob([csvText()], { type: "text/csv" }));
   a.download = "predictions.csv";
   document.body.appendChild(a);
   a.click();
