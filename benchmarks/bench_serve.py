@@ -5,7 +5,8 @@ anything else), warms it up, then for each phase sends ``POST /v1/predict`` with
 through the face-api demo photos (downscaled to ``--width`` px; tests/conftest.py caches them in
 ~/.cache/lanfer/face-api or $LANFER_CACHE), until the phase's time or request budget is spent. Reports faces/s,
 requests/s, latency p50/p95/p99, errors, the batcher's mean batch, and the server's resident memory (VmRSS from
-/proc) at the start and end of each phase and its peak.
+/proc) at the start and end of each phase, its peak and a trace every 5 s; the concurrent phase runs twice, so
+memory that grew with the number of requests would show as growth in the second.
 
     python benchmarks/bench_serve.py --out results/serve/bench_serve.json
     python benchmarks/bench_serve.py --seconds 10 --clients 4          # a quick look
@@ -60,6 +61,7 @@ def phase(url: str, pid: int, images, clients: int, seconds: float, max_requests
     stop = time.perf_counter() + seconds
     peak = [rss_mb(pid)]
     rss_start = peak[0]
+    trace = []  # (seconds into the phase, RSS MB), every 5 s
 
     def client(k: int):
         with httpx.Client(base_url=url, timeout=120) as c:
@@ -88,8 +90,13 @@ def phase(url: str, pid: int, images, clients: int, seconds: float, max_requests
                         errors.append(detail)
 
     def watch():
-        while time.perf_counter() < stop + 1 and any(t.is_alive() for t in threads):
-            peak[0] = max(peak[0], rss_mb(pid))
+        last = -5.0
+        while any(t.is_alive() for t in threads):
+            now, rss = time.perf_counter() - t0, rss_mb(pid)
+            peak[0] = max(peak[0], rss)
+            if now - last >= 5:
+                trace.append((round(now, 1), round(rss, 1)))
+                last = now
             time.sleep(0.5)
 
     before = httpx.get(url + "/healthz").json()["batcher"]
@@ -111,7 +118,8 @@ def phase(url: str, pid: int, images, clients: int, seconds: float, max_requests
             "requests_per_s": round(len(latencies) / wall, 2),
             **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) if len(lat) else None for q in (50, 95, 99)},
             "model_calls": batches, "mean_batch": round((after["items"] - before["items"]) / batches, 2) if batches else None,
-            "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(rss_mb(pid), 1), "rss_mb_peak": round(peak[0], 1)}
+            "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(rss_mb(pid), 1), "rss_mb_peak": round(peak[0], 1),
+            "rss_mb_trace": trace}
 
 
 def main() -> None:
@@ -121,6 +129,8 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=2000, help="per phase, whatever the time")
     ap.add_argument("--width", type=int, default=800, help="photos are downscaled to this width")
     ap.add_argument("--detect-workers", type=int, default=2)
+    ap.add_argument("--no-repeat", dest="repeat", action="store_false",
+                    help="skip the second concurrent phase (the memory check)")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
     images = photos(a.width)
@@ -133,12 +143,15 @@ def main() -> None:
         print("sequential:", json.dumps(sequential))
         concurrent = phase(url, proc.pid, images, a.clients, a.seconds, a.max_requests)
         print("concurrent:", json.dumps(concurrent))
+        # The same load again: memory that grew with the number of requests would keep growing here.
+        again = phase(url, proc.pid, images, a.clients, a.seconds, a.max_requests) if a.repeat else None
+        print("concurrent again:", json.dumps(again))
     result = {"benchmark": "bench_serve", "command": "python benchmarks/bench_serve.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None),
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None and k != "repeat"),
               "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "threads": env,
               "photos": f"face-api sample1-6 at {a.width} px wide, one per request",
               "note": "2-core machine shared with other jobs while this ran; timings are indicative",
-              "sequential": sequential, "concurrent": concurrent,
+              "sequential": sequential, "concurrent": concurrent, "concurrent_again": again,
               "speedup_faces_per_s": round(concurrent["faces_per_s"] / sequential["faces_per_s"], 2)
               if sequential["faces_per_s"] else None}
     print(json.dumps(result, indent=1))
