@@ -117,7 +117,8 @@ def phase(url: str, pid: int, images, clients: int, seconds: float, max_requests
             "first_errors": errors[:3], "faces": faces[0], "faces_per_s": round(faces[0] / wall, 2),
             "requests_per_s": round(len(latencies) / wall, 2),
             **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) if len(lat) else None for q in (50, 95, 99)},
-            "model_calls": batches, "mean_batch": round((after["items"] - before["items"]) / batches, 2) if batches else None,
+            "model_calls": batches,
+            "mean_batch": round((after["items"] - before["items"]) / batches, 2) if batches else None,
             "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(rss_mb(pid), 1), "rss_mb_peak": round(peak[0], 1),
             "rss_mb_trace": trace}
 

@@ -56,8 +56,8 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def _post(client, files, query="", headers=AUTH):
-    return client.post(f"/v1/predict{query}", files=[("files", (n, data, "application/octet-stream")) for n, data in files],
-                       headers=headers)
+    parts = [("files", (n, data, "application/octet-stream")) for n, data in files]
+    return client.post(f"/v1/predict{query}", files=parts, headers=headers)
 
 
 # -- the API ---------------------------------------------------------------------------------------------

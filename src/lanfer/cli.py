@@ -347,7 +347,8 @@ def _add_serve(sub) -> None:
                        description="Example: lanfer serve, then open http://127.0.0.1:8000/ (API reference at "
                                    "/docs). Binds 127.0.0.1 unless --host says otherwise; with --token (or "
                                    "$LANFER_TOKEN) every route but /healthz needs 'Authorization: Bearer TOKEN'.")
-    p.add_argument("--model", metavar="NAME|PATH", help="a shipped model name or a model file (default: the shipped default)")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help="a shipped model name or a model file (default: the shipped default model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", help="bearer token required by every route but /healthz (default: $LANFER_TOKEN)")

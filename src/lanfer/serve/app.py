@@ -61,14 +61,19 @@ class Service:
         probs, att = self.predictor.classify(crops)  # (B, K), (B, h, w) or None
         return [(probs[i], None if att is None else att[i]) for i in range(len(crops))]
 
-    def _decode_and_detect(self, uploads) -> tuple[list[np.ndarray], list[list[FaceResult]]]:
-        images = [decode_image(bytes(u.data), u.filename, self.config.max_pixels) for u in uploads]
-        for u in uploads:
-            u.data = bytearray()  # the encoded bytes are not needed once decoded
+    def _decode_and_detect(self, uploads, keep_images: bool) -> tuple[list, list, list[list[FaceResult]]]:
+        """Decode and detect one picture at a time, so a request holds one decoded picture (plus its face crops)
+        at once, not all of them; pictures are kept only when an annotated PNG will be drawn."""
         size, crop = self.predictor.image_size, self.predictor.crop
-        detected = self.predictor.detector.detect(images)
-        return images, [[FaceResult.from_detection(im, f, size, crop) for f in faces]
-                        for im, faces in zip(images, detected)]
+        kept, shapes, faces = [], [], []
+        for u in uploads:
+            image = decode_image(bytes(u.data), u.filename, self.config.max_pixels)  # (H, W, 3) uint8
+            u.data = bytearray()  # the encoded bytes are not needed once decoded
+            found = self.predictor.detector.detect([image])[0]
+            faces.append([FaceResult.from_detection(image, f, size, crop) for f in found])
+            shapes.append(image.shape[:2])
+            kept.append(image if keep_images else None)
+        return kept, shapes, faces
 
     async def predict(self, request, attention: bool, annotated: bool) -> dict[str, Any]:
         start = time.perf_counter()
@@ -76,7 +81,8 @@ class Service:
                                      request.stream(), self.config.max_upload_bytes, self.config.max_files)
         names = _unique([u.filename for u in uploads])
         loop = asyncio.get_running_loop()
-        images, faces = await loop.run_in_executor(self.detect_pool, self._decode_and_detect, uploads)
+        images, shapes, faces = await loop.run_in_executor(self.detect_pool, self._decode_and_detect, uploads,
+                                                           annotated)
         t_detect = time.perf_counter()
         flat = [f for fs in faces for f in fs]
         try:
@@ -89,7 +95,7 @@ class Service:
             f.set_prediction(p, self.predictor.classes, a)
         k = len(self.predictor.classes)
         rows, infos = [], []
-        for name, image, fs in zip(names, images, faces):
+        for name, (height, width), fs in zip(names, shapes, faces):
             status = STATUS_OK if fs else STATUS_NO_FACE
             if not fs:
                 rows.append(self._row(table_row(name, 0, None, None, status, k)))
@@ -100,20 +106,19 @@ class Service:
                     row["attention_png"] = None if f.attention is None else _png(
                         np.uint8(np.clip(heat_overlay(f.crop / 255.0, f.attention), 0, 1) * 255 + 0.5))
                 rows.append(row)
-            infos.append({"source": name, "width": image.shape[1], "height": image.shape[0], "faces": len(fs),
-                          "status": status})
+            infos.append({"source": name, "width": width, "height": height, "faces": len(fs), "status": status})
         if annotated:
             pngs = await loop.run_in_executor(self.detect_pool, lambda: [
                 _png(annotate(im, fs, self.predictor.classes)) for im, fs in zip(images, faces)])
             for info, png in zip(infos, pngs):
                 info["annotated_png"] = png
         self.served["requests"] += 1
-        self.served["images"] += len(images)
+        self.served["images"] += len(shapes)
         self.served["faces"] += len(flat)
         end = time.perf_counter()
         return {"model": self.name, "classes": list(self.predictor.classes), "columns": self.columns,
                 "images": infos, "rows": rows,
-                "timing_ms": {"decode_detect": round(1000 * (t_detect - start), 1),
+                "timing_ms": {"upload_decode_detect": round(1000 * (t_detect - start), 1),
                               "classify": round(1000 * (t_classify - t_detect), 1),
                               "total": round(1000 * (end - start), 1)}}
 

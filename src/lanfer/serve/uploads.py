@@ -11,6 +11,8 @@ from typing import AsyncIterator
 
 from .limits import ApiError
 
+_SMALLER = "send fewer or smaller pictures (or start lanfer serve with a larger --max-upload-mb)"
+
 
 @dataclass
 class Upload:
@@ -36,7 +38,7 @@ async def read_uploads(content_type: str | None, content_length: str | None, str
                             "(curl -F files=@photo.jpg ...)")
     if content_length and content_length.isdigit() and int(content_length) > max_bytes:
         raise ApiError(413, f"upload of {int(content_length)} bytes is over this server's limit of {max_bytes} "
-                            "bytes; send fewer or smaller pictures (or start lanfer serve with a larger --max-upload-mb)")
+                            f"bytes; {_SMALLER}")
     files: list[Upload] = []
     part: dict = {}
 
@@ -76,8 +78,7 @@ async def read_uploads(content_type: str | None, content_length: str | None, str
         async for chunk in stream:
             received += len(chunk)
             if received > max_bytes:
-                raise ApiError(413, f"upload is over this server's limit of {max_bytes} bytes; send fewer or "
-                                    "smaller pictures (or start lanfer serve with a larger --max-upload-mb)")
+                raise ApiError(413, f"upload is over this server's limit of {max_bytes} bytes; {_SMALLER}")
             parser.write(chunk)
         parser.finalize()
     except ApiError:

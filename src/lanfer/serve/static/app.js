@@ -38,7 +38,8 @@ async function predict(files) {
   try {
     const r = await fetch("/v1/predict?attention=true", { method: "POST", body: form });
     body = await r.json().catch(() => ({ detail: r.statusText }));
-    if (!r.ok) throw new Error(`${r.status}: ${body.detail}`);
+    // lanfer's errors carry a sentence; FastAPI's own validation errors a list
+    if (!r.ok) throw new Error(`${r.status}: ${typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)}`);
   } catch (e) {
     setStatus(e.message, true);
     return;
