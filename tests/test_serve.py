@@ -207,6 +207,11 @@ def test_faces_of_concurrent_requests_share_one_model_call(predictor, sample1):
     rs = asyncio.run(main())
     assert [r.status_code for r in rs] == [200] * 3
     assert [len(r.json()["rows"]) for r in rs] == [3, 3, 3]
+    # concurrent detection threads and a shared model call give each request what it gets alone
+    alone = predictor.predict(np.asarray(Image.open(small).convert("RGB")), progress=False)
+    for r in rs:
+        got = np.array([[row[f"prob_{c}"] for c in predictor.classes] for row in r.json()["rows"]])
+        np.testing.assert_allclose(got, alone[[f"prob_{c}" for c in predictor.classes]].to_numpy(float), atol=1e-4)
     stats = app.state.service.batcher.stats()
     assert stats["batches"] == 1 and stats["items"] == 9  # the 9 faces of 3 requests in one model call
 

@@ -1,5 +1,7 @@
 """The page of ``lanfer serve`` in a real browser: headless Chromium (tests/browser.py) against a server the test
-starts with the ``lanfer serve`` command on 127.0.0.1, with a token. Skips with a message where no Chromium starts.
+starts with the ``lanfer serve`` command on 127.0.0.1, with a token: upload, rows, boxes, attention overlays and
+their toggle, the CSV, an error message, and the webcam snapshot (the camera replaced by a canvas stream).
+Skips with a message where no Chromium starts.
 
 Set ``LANFER_SCREENSHOT_DIR`` to also keep the screenshot there (the README's results/serve/page.png).
 """
@@ -76,6 +78,24 @@ def test_page_uploads_a_photo_and_shows_rows_boxes_and_attention(server, face_ap
         driver.find_element(By.ID, "files").send_keys(str(bad))
         WebDriverWait(driver, 30).until(lambda d: "not an image" in d.find_element(By.ID, "status").text)
         assert driver.find_element(By.ID, "status").get_attribute("class") == "error"
+        # the webcam path (getUserMedia -> video -> snapshot PNG -> /v1/predict), with the camera replaced by
+        # a canvas stream showing the uploaded photo (headless Chromium has no camera)
+        driver.execute_script("""
+            const photo = document.querySelector('.photo img');
+            const canvas = document.createElement('canvas');
+            canvas.width = 960; canvas.height = 640;
+            const paint = () => canvas.getContext('2d').drawImage(photo, 0, 0, 960, 640);
+            paint(); setInterval(paint, 100);
+            navigator.mediaDevices.getUserMedia = async () => canvas.captureStream(10);
+        """)
+        driver.find_element(By.ID, "camera-start").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script("return document.getElementById('video').videoWidth") == 960)
+        driver.find_element(By.ID, "camera-snap").click()
+        WebDriverWait(driver, 120).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results tbody tr")) > n)
+        webcam = [r.find_elements(By.TAG_NAME, "td")[0].text for r in
+                  driver.find_elements(By.CSS_SELECTOR, "#results tbody tr")[n:]]
+        assert webcam == ["webcam-1.png"] * n
     assert shot.stat().st_size > 10_000
     keep = os.environ.get("LANFER_SCREENSHOT_DIR")
     if keep:
