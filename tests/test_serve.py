@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import re
+import socket
 import struct
 import threading
 import time
@@ -371,6 +372,10 @@ def test_cli_serve_help_and_bad_flags(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "--token" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:
-        main(["serve", "--max-batch", "0"])
-    assert "max_batch must be >= 1" in str(e.value.code)
+    assert main(["serve", "--max-batch", "0"]) == 2
+    assert "lanfer serve: error: serve: max_batch must be >= 1, got 0" in capsys.readouterr().err
+    with socket.socket() as busy:  # a port in use: said before any model loads
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", "--port", str(busy.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err

@@ -364,13 +364,9 @@ def _add_serve(sub) -> None:
     def run(a):
         from .serve import ServeConfig, run_server
 
-        try:
-            config = ServeConfig(host=a.host, port=a.port, token=a.token, max_upload_bytes=int(a.max_upload_mb * 2**20),
-                                 max_pixels=a.max_pixels, timeout_s=a.timeout, max_batch=a.max_batch,
-                                 max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue,
-                                 detect_workers=a.detect_workers)
-        except ValueError as e:
-            raise SystemExit(f"lanfer serve: error: {e}") from None
+        config = ServeConfig(host=a.host, port=a.port, token=a.token, max_upload_bytes=int(a.max_upload_mb * 2**20),
+                             max_pixels=a.max_pixels, timeout_s=a.timeout, max_batch=a.max_batch,
+                             max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue, detect_workers=a.detect_workers)
         run_server(a.model, config, device=a.device)
 
     p.set_defaults(func=run)

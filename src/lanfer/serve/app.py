@@ -267,6 +267,7 @@ def run_server(model: str | None = None, config: ServeConfig | None = None, devi
     from ..pretrained import find, is_shipped_name, resolve
 
     config = config or ServeConfig()
+    _check_port_free(config.host, config.port)  # before the model loads, and before the URL is printed
     path = resolve(model)
     predictor = Predictor.from_checkpoint(path, device=device)
     name = find(model).name if model is None or is_shipped_name(model) else Path(path).stem
@@ -278,3 +279,15 @@ def run_server(model: str | None = None, config: ServeConfig | None = None, devi
         print(f"lanfer serve: warning: listening on {config.host} without a token: anyone who can reach this "
               "machine can use the model (pass --token or set LANFER_TOKEN)")
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    from ..config import ConfigError
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port or --host") from None

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import ConfigError
+
 #: The environment variable ``lanfer serve`` reads the bearer token from when ``--token`` is not given.
 TOKEN_ENV = "LANFER_TOKEN"
 
@@ -27,7 +29,7 @@ class ApiError(Exception):
 
 @dataclass
 class ServeConfig:
-    """How ``lanfer serve`` runs; every field is a ``lanfer serve`` flag.
+    """How ``lanfer serve`` runs; most fields are ``lanfer serve`` flags. Nonsense raises ConfigError.
 
     Attributes:
         host, port: where to listen; 127.0.0.1 (this machine only) unless told otherwise.
@@ -60,12 +62,12 @@ class ServeConfig:
         for name in ("max_upload_bytes", "max_pixels", "max_files", "max_batch", "max_queue_faces", "max_pending",
                      "detect_workers"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
         if self.timeout_s <= 0 or self.max_wait_ms < 0:
-            raise ValueError(f"serve: timeout_s must be > 0 and max_wait_ms >= 0, got {self.timeout_s}, "
+            raise ConfigError(f"serve: timeout_s must be > 0 and max_wait_ms >= 0, got {self.timeout_s}, "
                              f"{self.max_wait_ms}")
         if self.max_queue_faces < self.max_batch:
-            raise ValueError(f"serve: max_queue_faces ({self.max_queue_faces}) must hold at least one batch "
+            raise ConfigError(f"serve: max_queue_faces ({self.max_queue_faces}) must hold at least one batch "
                              f"(max_batch={self.max_batch})")
         if self.token is None:
             self.token = os.environ.get(TOKEN_ENV) or None
