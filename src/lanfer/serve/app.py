@@ -290,4 +290,5 @@ def _check_port_free(host: str, port: int) -> None:
         with socket.create_server((host, port)):
             pass
     except OSError as e:
-        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port or --host") from None
+        why = e.strerror or e
+        raise ConfigError(f"cannot listen on {host}:{port} ({why}); pick another --port or --host") from None

@@ -39,7 +39,8 @@ async function predict(files) {
     const r = await fetch("/v1/predict?attention=true", { method: "POST", body: form });
     body = await r.json().catch(() => ({ detail: r.statusText }));
     // lanfer's errors carry a sentence; FastAPI's own validation errors a list
-    if (!r.ok) throw new Error(`${r.status}: ${typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)}`);
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    if (!r.ok) throw new Error(`${r.status}: ${detail}`);
   } catch (e) {
     setStatus(e.message, true);
     return;
@@ -103,7 +104,8 @@ function faceCard(row, img, colour) {
   // Attention off: the detector's box cut from the photo; on: the aligned crop under its attention map.
   const crop = el("canvas", "crop");
   crop.width = crop.height = 112;
-  const draw = () => crop.getContext("2d").drawImage(img, row.x1, row.y1, row.x2 - row.x1, row.y2 - row.y1, 0, 0, 112, 112);
+  const draw = () => crop.getContext("2d").drawImage(img, row.x1, row.y1, row.x2 - row.x1, row.y2 - row.y1,
+                                                     0, 0, 112, 112);
   if (img.complete) draw(); else img.addEventListener("load", draw);
   thumbs.appendChild(crop);
   if (row.attention_png) {
@@ -116,7 +118,8 @@ function faceCard(row, img, colour) {
   const title = el("div", "title", `face ${row.face}: ${row.label}`);
   title.style.color = colour;
   card.appendChild(title);
-  card.appendChild(el("div", "pose", `yaw ${fmt(row.yaw, 0)}°, pitch ${fmt(row.pitch, 0)}°, roll ${fmt(row.roll, 0)}°`));
+  const pose = `yaw ${fmt(row.yaw, 0)}°, pitch ${fmt(row.pitch, 0)}°, roll ${fmt(row.roll, 0)}°`;
+  card.appendChild(el("div", "pose", pose));
   const bars = el("div", "bars");
   state.classes.forEach((c, k) => {
     const p = row["prob_" + c];
@@ -151,7 +154,8 @@ function renderTable() {
     const r = el("tr");
     shown.forEach((c) => {
       const v = row[c];
-      const text = typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(c.startsWith("prob_") || c === "score" ? 3 : 1)) : (v ?? "");
+      const digits = c.startsWith("prob_") || c === "score" ? 3 : 1;
+      const text = typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits)) : (v ?? "");
       r.appendChild(el("td", typeof v === "number" ? "" : "text", text));
     });
     tbody.appendChild(r);
@@ -184,7 +188,8 @@ function downloadCsv() {
 
 async function startCamera() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    setStatus("this browser gives no camera access to this page (it needs the page opened from 127.0.0.1 or over TLS)", true);
+    setStatus("this browser gives no camera access to this page (it needs the page opened from 127.0.0.1 " +
+              "or over TLS)", true);
     return;
   }
   try {
@@ -212,7 +217,10 @@ function snapshot() {
 function setup() {
   const drop = $("drop");
   $("files").addEventListener("change", (e) => { predict(Array.from(e.target.files)); e.target.value = ""; });
-  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  }));
   ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
@@ -224,7 +232,12 @@ function setup() {
   $("camera-start").addEventListener("click", startCamera);
   $("camera-snap").addEventListener("click", snapshot);
   $("csv").addEventListener("click", downloadCsv);
-  $("clear").addEventListener("click", () => { state.rows = []; $("pictures").innerHTML = ""; renderTable(); setStatus(""); });
+  $("clear").addEventListener("click", () => {
+    state.rows = [];
+    $("pictures").innerHTML = "";
+    renderTable();
+    setStatus("");
+  });
   loadModel();
 }
 
