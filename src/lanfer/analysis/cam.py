@@ -112,7 +112,7 @@ def _panels(entry: _Model, x: torch.Tensor, target: int | None) -> tuple[list, s
     panels: list = [("input", None)] + list(zip(names, scaled))
     if res.attention is not None:
         panels.append(("attention F_m", res.attention[0].numpy()))
-    if entry.guidance is not None:
+    if entry.guidance is not None and res.attention is not None:  # the guidance is LAN's target for F_m
         panels.append(("guidance map", entry.guidance.assign(res.features)[0, 0].numpy()))
     title = f"{entry.name}: pred {classes[pred]} ({probs[pred]:.2f}); CAM for {classes[k]}"
     return panels, title, {"model": entry.name, "pred": classes[pred], "p_pred": float(probs[pred]),
@@ -169,7 +169,8 @@ def run_cam(images: Sequence[str | Path], out: str | Path, models: Sequence[str 
 
     Each row shows the model's input, its CAMs (F_o; for LAN also F_a and f) for the predicted class (or
     ``class_name``), LAN's attention F_m and, with ``guidance`` (a guidance file, or a run folder's
-    ``guidance.safetensors``), the guidance map, all at the input's resolution. ``labels`` maps an image path
+    ``guidance.safetensors``), LAN's guidance map (the target F_m was trained towards: the guidance
+    assignment of the model's own F_o), all at the input's resolution. ``labels`` maps an image path
     to its true class name, shown in the title. Also writes ``cam.json`` with each row's numbers.
     """
     import matplotlib
