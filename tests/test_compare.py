@@ -98,3 +98,17 @@ def test_compare_cli_on_two_tiny_runs(tiny_folder, tmp_path, capsys):
     assert res["rows"][0]["a"]["mean"] == pytest.approx(metrics["accuracy"])
     assert "McNemar" in capsys.readouterr().out
     assert main(["compare", runs[0], "--out", str(out)]) == 2  # one run: a clear error, no traceback
+
+
+def test_eval_data_takes_a_packaged_config_name():
+    from lanfer.config import load_config
+    from lanfer.evaluate import data_config_for
+    from lanfer.info import ModelInfo
+
+    info = ModelInfo(arch="resnet18", classes=["a", "b"], data={"name": "ferplus", "root": "/x"})
+    packaged = load_config("rafdb_lan").data
+    by_name = data_config_for(info, "rafdb_lan").data  # a bare config name: its data section, as lanfer train reads it
+    assert (by_name.name, by_name.options, by_name.subset) == (packaged.name, packaged.options, packaged.subset)
+    assert data_config_for(info, "rafdb", root="/r").data.root == "/r"  # a dataset name stays a dataset name
+    assert data_config_for(info, "rafdb").data.options == {}
+    assert data_config_for(info, None).data.name == "ferplus"  # none: the model's recorded dataset

@@ -104,7 +104,7 @@ def face_grid(images: np.ndarray, heats: Sequence[np.ndarray | None], titles: Se
     images: (N, S, S, 3) in [0, 1]; ``titles`` e.g. ``"true anger\\npred sadness"`` (full class names)."""
     n = len(images)
     rows = max(1, -(-n // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 2.05 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 2.35 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):

@@ -125,10 +125,12 @@ def _group_of(meta: dict) -> str:
     return ""
 
 
-def sample_grid(run: Run, per_class: int = 2, pool: int = 400, root: str | None = None):
+def sample_grid(run: Run, per_class: int = 2, pool: int = 400, root: str | None = None,
+                views: tuple[dict[str, str], str] | None = None):
     """(figure, caption) of correct and wrong test faces of every class, spread over views: ``per_class`` of
     each per class, chosen from a ``pool`` of test images spread over classes and views (so the whole test set
-    is never evaluated). None when the run's model or data cannot be found."""
+    is never evaluated). The view of a face is its ``view`` metadata, its |yaw| bin, or from ``views`` = (path ->
+    view, the view of paths not in it), e.g. the pose subset it belongs to. None when the run has no model file."""
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
     from ..data import EvalPreset, build_dataset_from_config, denormalize
@@ -150,7 +152,7 @@ def sample_grid(run: Run, per_class: int = 2, pool: int = 400, root: str | None 
     except (DataError, CheckpointError, ConfigError, FileNotFoundError) as e:
         return None, f"(no face grid for {run.name}: {e})"
     labels = np.array([s.label if np.ndim(s.label) == 0 else int(np.argmax(s.label)) for s in ds.samples])
-    groups = [_group_of(s.meta) for s in ds.samples]
+    groups = [views[0].get(s.path, views[1]) if views else _group_of(s.meta) for s in ds.samples]
     idx = _pick(labels, groups, pool)
     items = [ds[i] for i in idx]
     x = torch.stack([it[0] for it in items])  # (P, 3, S, S)
@@ -208,10 +210,10 @@ class _Page:
     def add(self, text: str) -> None:
         self.parts.append(text)
 
-    def figure(self, fig, name: str, caption: str = "", width: str = "100%") -> None:
+    def figure(self, fig, name: str, caption: str = "", width: str = "100%", dpi: int = 110) -> None:
         if fig is None:
             return
-        png = fig_to_png(fig)
+        png = fig_to_png(fig, dpi=dpi)
         path = self.figures / f"{len(self.written):02d}_{_slug(name)}.png"
         atomic_write(path, lambda t: t.write_bytes(png))
         self.written.append(path)
@@ -265,6 +267,28 @@ def _compare_html(result: dict) -> str:
     return "\n".join(parts)
 
 
+def _subset_views(run: Run, compare: dict | None, root: str | None) -> tuple[dict[str, str], str] | None:
+    """(path -> the last subset list of a comparison that names the image, e.g. pose45 after pose30; the
+    view of the other images): views for datasets without view metadata (FERPlus and its Pose lists)."""
+    import warnings
+
+    files = (compare or {}).get("subset_files") or {}
+    if not files:
+        return None
+    from .compare import subset_paths
+
+    views: dict[str, str] = {}
+    try:
+        for name, f in files.items():
+            for p in subset_paths(run.path, f, root=root):
+                views[p] = name
+    except (OSError, ValueError) as e:
+        warnings.warn(f"report: the comparison's subset lists could not be read ({e}); the face grid of "
+                      f"{run.name} is spread over classes only")
+        return None
+    return views, "not in " + "/".join(files)
+
+
 def write_report(runs: Sequence[str | Path], out: str | Path, compare: str | Path | dict | None = None,
                  guidance: str | Path | None = None, root: str | None = None, per_class: int = 2,
                  title: str | None = None, intro_html: str = "", grids: int = 3) -> Path:
@@ -310,19 +334,21 @@ def write_report(runs: Sequence[str | Path], out: str | Path, compare: str | Pat
         page.add("<h2>Accuracy by metadata</h2>")
         for key, groups in by_key.items():
             page.figure(plot_grouped_accuracy(key, groups), f"accuracy_by_{key}", width="70%")
-    order = sorted(loaded, key=lambda r: not r.model_file.is_file())
-    grid_runs = [r for r in order if r.model_file.is_file()][:grids]
+    result = None
+    if compare is not None:
+        result = compare if isinstance(compare, dict) else json.loads(Path(compare).read_text())
+    grid_runs = [r for r in loaded if r.model_file.is_file()][:grids]
     if grid_runs:
         page.add("<h2>Test faces, correct and wrong, with attention</h2>")
         for r in grid_runs:
-            made = sample_grid(r, per_class=per_class, root=root)
+            made = sample_grid(r, per_class=per_class, root=root, views=_subset_views(r, result, root))
             if made is None:
                 continue
             fig, cap = made
             if fig is None:
                 page.add(f"<p>{html.escape(cap)}</p>")
             else:
-                page.figure(fig, f"faces_{r.name}", cap)
+                page.figure(fig, f"faces_{r.name}", cap, dpi=80)
     gfiles = list(dict.fromkeys(g for g in (guidance_file(r, guidance) for r in loaded) if g is not None and g.is_file()))
     if gfiles:
         from ..guidance import Guidance
@@ -335,8 +361,7 @@ def write_report(runs: Sequence[str | Path], out: str | Path, compare: str | Pat
                         f"guidance_{g.parent.name}", "per feature-map position, the share of the training images "
                         "whose feature falls in the smaller ('attentive') K=2 cluster", width="45%")
             page.add(f"<pre>{html.escape(gd.summary())}</pre>")
-    if compare is not None:
-        result = compare if isinstance(compare, dict) else json.loads(Path(compare).read_text())
+    if result is not None:
         page.add("<h2>Paired comparison</h2>" + _compare_html(result))
     page.add("</body></html>")
     atomic_write(out, lambda t: t.write_text("\n".join(page.parts)))
