@@ -333,7 +333,7 @@ def write_report(runs: Sequence[str | Path], out: str | Path, compare: str | Pat
     if by_key:
         page.add("<h2>Accuracy by metadata</h2>")
         for key, groups in by_key.items():
-            page.figure(plot_grouped_accuracy(key, groups), f"accuracy_by_{key}", width="70%")
+            page.figure(plot_grouped_accuracy(key, groups), f"accuracy_by_{key}", width="50%")
     result = None
     if compare is not None:
         result = compare if isinstance(compare, dict) else json.loads(Path(compare).read_text())
