@@ -111,3 +111,14 @@ def _save(model, arch, run):
                      head_widths=[8, 8, 8])
     save_model(run / "best.safetensors", model, info)
     return run
+
+
+def test_cam_default_is_the_shipped_model(tmp_path, capsys):
+    from lanfer.pretrained import find
+
+    img = tmp_path / "gray.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (48, 48), dtype=np.uint8)).save(img)
+    assert main(["cam", str(img), "--out", str(tmp_path / "c")]) == 0
+    rec = json.loads((tmp_path / "c" / "cam.json").read_text())
+    assert rec[0]["model"] == find().name and rec[0]["pred"] in find().info().classes
+    assert "wrote" in capsys.readouterr().out

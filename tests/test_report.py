@@ -1,7 +1,6 @@
 """`lanfer report`: one self-contained HTML file with PNG copies of its figures, opened in headless Chromium."""
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
