@@ -389,8 +389,15 @@ def test_heat_overlay_matches_matplotlibs_jet_and_overlays_need_no_matplotlib():
     import subprocess
     import sys
 
-    from lanfer.analysis.figures import overlay
+    import matplotlib.pyplot as plt
+    import torch.nn.functional as F
+
     from lanfer.predict import heat_overlay
+
+    def overlay(image, heat, alpha=0.45):  # the reference: matplotlib's own jet colour map on the upsampled map
+        h = torch.from_numpy(np.asarray(heat, dtype=np.float32))[None, None]
+        h = F.interpolate(h, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+        return (1 - alpha) * image + alpha * plt.get_cmap("jet")(np.clip(h, 0, 1))[..., :3]
 
     rng = np.random.default_rng(3)
     image = rng.random((40, 30, 3))

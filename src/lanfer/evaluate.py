@@ -172,26 +172,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     ``data`` is either a YAML config (its ``data`` section is used) or a dataset name with ``root``.
     Image size and normalisation come from the checkpoint, so evaluation matches training.
     """
-    from .config import load_config, resolve_workers
+    from .config import resolve_workers
     from .data import EvalPreset, build_dataset_from_config, collate
     from .model import load_model
     from .devices import resolve_device
 
     device = resolve_device(device)
     model, info = load_model(checkpoint, device=device)
-    if data is not None and (data.endswith((".yaml", ".yml")) or Path(data).is_file()):
-        cfg = load_config(data, overrides)
-    else:
-        cfg = load_config(None, overrides)
-        if data is None and info.data:
-            cfg.data.name = info.data.get("name", cfg.data.name)
-            cfg.data.root = info.data.get("root")
-            cfg.data.options = dict(info.data.get("options") or {})
-        elif data is not None:
-            cfg.data.name = data
-    if root is not None:
-        cfg.data.root = root
-    cfg.data.options = {**cfg.data.options, **(options or {})}
+    cfg = data_config_for(info, data, root, options, overrides)
     transform = EvalPreset.from_info(info)  # the preprocessing the model was trained with
     ds = build_dataset_from_config(cfg.data, split, transform=transform, subset=subset or cfg.data.subset)
     classes = info.classes
@@ -209,3 +197,122 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     if out is not None:
         write_metrics(metrics, Path(out) / "metrics.json" if Path(out).suffix != ".json" else out)
     return metrics
+
+
+def data_config_for(info, data: str | None = None, root: str | None = None, options: dict | None = None,
+                    overrides: list[str] | None = None):
+    """The :class:`lanfer.config.Config` whose ``data`` section says what a model is evaluated on.
+
+    ``data`` is a YAML file, the name of a packaged config (``rafdb_lan``, as ``lanfer train`` accepts), or
+    a dataset name (``rafdb``); None takes the dataset recorded in the model's ``info``. A registered dataset
+    name wins over a packaged config of the same name.
+    """
+    from .config import load_config, packaged_configs
+    from .data.registry import available_datasets
+
+    is_config = data is not None and (data.endswith((".yaml", ".yml")) or Path(data).is_file() or (
+        data not in available_datasets() and data in packaged_configs()))
+    if is_config:
+        cfg = load_config(data, overrides)
+    else:
+        cfg = load_config(None, overrides)
+        if data is None and info.data:
+            cfg.data.name = info.data.get("name", cfg.data.name)
+            cfg.data.root = info.data.get("root")
+            cfg.data.options = dict(info.data.get("options") or {})
+        elif data is not None:
+            cfg.data.name = data
+    if root is not None:
+        cfg.data.root = root
+    cfg.data.options = {**cfg.data.options, **(options or {})}
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-image predictions: what a paired comparison of two models needs (lanfer.analysis.compare)
+
+PREDICTION_COLUMNS = ("path", "true", "pred")
+
+
+def write_predictions(path: str | Path, targets, preds, probs, metas: list[dict], classes: list[str]) -> Path:
+    """One CSV row per image: ``path``, ``true`` and ``pred`` (class names), ``p_<class>`` per class, then every
+    metadata column the dataset gave (``view``, ``yaw``, ``subject`` ...). Written atomically."""
+    import csv
+
+    from .io import atomic_write
+
+    probs = np.asarray(probs, dtype=float)  # (N, K)
+    meta_keys = sorted({k for m in metas for k in m} - {"path", "index"})
+    header = [*PREDICTION_COLUMNS, *(f"p_{c}" for c in classes), *meta_keys]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            for t, p, pr, m in zip(targets, preds, probs, metas):
+                w.writerow([m.get("path", ""), classes[int(t)], classes[int(p)], *(f"{v:.6g}" for v in pr),
+                            *("" if m.get(k) is None else m[k] for k in meta_keys)])
+
+    return atomic_write(path, write)
+
+
+def read_predictions(path: str | Path, classes: list[str] | None = None) -> dict:
+    """A file of :func:`write_predictions` -> ``{"paths", "targets" (N,), "preds" (N,), "probs" (N, K),
+    "metas", "classes"}``. Class names not in ``classes`` (default: the file's ``p_`` columns) are refused."""
+    import csv
+
+    from .data.base import DataError
+
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        header = list(rows[0].keys()) if rows else []
+    names = [h[2:] for h in header if h.startswith("p_")]
+    classes = list(classes or names)
+    if not rows or any(c not in header for c in PREDICTION_COLUMNS):
+        raise DataError(f"{path}: not a predictions file (needs columns {', '.join(PREDICTION_COLUMNS)} and "
+                         "one row per image; lanfer.evaluate.write_predictions writes them)")
+    index = {c: k for k, c in enumerate(classes)}
+    meta_keys = [h for h in header if h not in PREDICTION_COLUMNS and not h.startswith("p_")]
+    targets, preds, metas = [], [], []
+    for line, r in enumerate(rows, start=2):
+        for col in ("true", "pred"):
+            if r[col] not in index:
+                raise DataError(f"{path}, line {line}: {col} class {r[col]!r} is not one of {classes}")
+        targets.append(index[r["true"]])
+        preds.append(index[r["pred"]])
+        metas.append({"path": r["path"], **{k: r[k] for k in meta_keys if r[k] != ""}})
+    probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])  # (N, K)
+    return {"paths": [r["path"] for r in rows], "targets": np.array(targets), "preds": np.array(preds),
+            "probs": probs, "metas": metas, "classes": classes}
+
+
+def predict_checkpoint(checkpoint: str | Path, data: str | None = None, root: str | None = None,
+                       split: str = "test", subset: str | None = None, overrides: list[str] | None = None,
+                       batch_size: int = 64, device: str = "auto", progress: bool = True,
+                       out: str | Path | None = None) -> dict:
+    """Per-image predictions of a model file on a split (see :func:`evaluate_checkpoint` for ``data``):
+    ``{"targets", "preds", "probs", "metas", "classes", "dataset"}``; with ``out``, also written as the CSV of
+    :func:`write_predictions`. The metrics of these predictions are ``summarize(targets, preds, classes, metas)``.
+    """
+    from .config import resolve_workers
+    from .data import EvalPreset, build_dataset_from_config, collate
+    from .devices import resolve_device
+    from .model import load_model
+
+    device = resolve_device(device)
+    model, info = load_model(checkpoint, device=device)
+    cfg = data_config_for(info, data, root, None, overrides)
+    ds = build_dataset_from_config(cfg.data, split, transform=EvalPreset.from_info(info),
+                                   subset=subset or cfg.data.subset)
+    if list(ds.classes) != list(info.classes):
+        raise ValueError(f"{checkpoint}: the model's classes {info.classes} differ from the dataset's {ds.classes}")
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        num_workers=resolve_workers(-1, str(device)))
+    targets, preds, probs, metas = predict_loader(model, loader, device, progress=progress)
+    result = {"targets": targets, "preds": preds, "probs": probs, "metas": metas, "classes": list(info.classes),
+              "dataset": {"name": cfg.data.name, "root": cfg.data.root, "split": split,
+                          "subset": subset or cfg.data.subset, "n_read": len(ds)}}
+    if out is not None:
+        write_predictions(out, targets, preds, probs, metas, list(info.classes))
+    return result

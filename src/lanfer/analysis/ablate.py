@@ -1,0 +1,102 @@
+"""``lanfer ablate``: LAN over a grid of alpha (the guidance-loss weight) x fusion (x seeds), everything
+else fixed, then the paper's Figure 7 (accuracy against alpha) and Table 6 (fusion add / concat / average)
+with mean +/- std over seeds.
+
+Each cell trains into ``OUT/<fusion>_alpha<alpha>_seed<seed>/`` with :func:`lanfer.train.train`; a cell whose
+``metrics.json`` and ``best.safetensors`` exist is reused, and an interrupted one resumes from its
+``last.ckpt``, so a second call trains only what is missing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from ..config import ConfigError, load_config
+from ..io import atomic_write
+from .compare import spread
+from .figures import fig_to_png, plot_alpha_curve
+
+
+def cell_name(fusion: str, alpha: float, seed: int) -> str:
+    return f"{fusion}_alpha{alpha:g}_seed{seed}"
+
+
+def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[str], seeds: int, out: str | Path,
+                 overrides: list[str] | None = None, progress: bool | None = None) -> dict:
+    """Train every (fusion, alpha, seed) cell of a LAN config not yet finished in ``out``; write
+    ``ablation.json``, ``ablation.txt`` and ``alpha_curve.png`` there. Seeds are the config's ``seed`` and the
+    next ``seeds - 1`` integers. Returns ``{"cells": [...], "rows": [...], "config": ...}``: one row per
+    (fusion, alpha) with the test accuracy's mean +/- std over seeds.
+    """
+    from ..model import FUSIONS
+    from ..train import train
+
+    base = load_config(config, overrides)
+    if base.model.name != "lan_resnet18":
+        raise ConfigError(f"{config}: model.name is {base.model.name!r}; alpha and fusion ablate LAN "
+                          "(model.name: lan_resnet18)")
+    bad = [f for f in fusions if f not in FUSIONS]
+    if bad or not fusions:
+        raise ConfigError(f"--fusion {','.join(fusions)}: use one or more of {', '.join(FUSIONS)}")
+    if not alphas or any(a < 0 for a in alphas):
+        raise ConfigError(f"--alpha {alphas}: give one or more non-negative weights")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: at least 1")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = []
+    for fusion in fusions:
+        for alpha in alphas:
+            for seed in range(base.seed, base.seed + seeds):
+                run = out / cell_name(fusion, alpha, seed)
+                done = (run / "metrics.json").is_file() and (run / "best.safetensors").is_file()
+                if done:
+                    metrics = json.loads((run / "metrics.json").read_text())
+                else:
+                    cfg = load_config(config, [*(overrides or []), f"model.fusion={fusion}", f"loss.alpha={alpha}",
+                                               f"seed={seed}"])
+                    metrics = train(cfg, out=run, resume=(run / "last.ckpt").is_file(), progress=progress)
+                cells.append({"fusion": fusion, "alpha": float(alpha), "seed": seed, "run": str(run), "reused": done,
+                              "accuracy": metrics["accuracy"], "mean_class_accuracy": metrics["mean_class_accuracy"]})
+    rows = []
+    for fusion in fusions:
+        for alpha in alphas:
+            group = [c for c in cells if c["fusion"] == fusion and c["alpha"] == float(alpha)]
+            rows.append({"fusion": fusion, "alpha": float(alpha), "seeds": [c["seed"] for c in group],
+                         "accuracy": spread([c["accuracy"] for c in group]),
+                         "mean_class_accuracy": spread([c["mean_class_accuracy"] for c in group])})
+    result = {"config": str(config), "overrides": list(overrides or []), "alphas": [float(a) for a in alphas],
+              "fusions": list(fusions), "seeds": seeds, "config_alpha": base.loss.alpha, "cells": cells, "rows": rows}
+    atomic_write(out / "ablation.json", lambda t: t.write_text(json.dumps(result, indent=2)))
+    atomic_write(out / "ablation.txt", lambda t: t.write_text(format_ablation(result) + "\n"))
+    png = fig_to_png(plot_alpha_curve(rows))
+    atomic_write(out / "alpha_curve.png", lambda t: t.write_bytes(png))
+    return result
+
+
+def format_ablation(result: dict) -> str:
+    """Figure 7 as a table (accuracy by alpha, a column per fusion) and Table 6 (a row per fusion at the
+    config's alpha, or at every alpha when the grid lacks it), mean +/- std over seeds, in %."""
+    rows = result["rows"]
+
+    def cell(r, key="accuracy"):
+        s = r[key]
+        return f"{100 * s['mean']:.2f}" + (f"+/-{100 * s['std']:.2f}" if s["n"] > 1 else "")
+
+    fusions, alphas = result["fusions"], result["alphas"]
+    find = {(r["fusion"], r["alpha"]): r for r in rows}
+    n = max(len(r["seeds"]) for r in rows)
+    lines = [f"test accuracy % by alpha (mean +/- std over {n} seed{'s' if n > 1 else ''}); "
+             f"cells reused: {sum(c['reused'] for c in result['cells'])} of {len(result['cells'])}",
+             f"{'alpha':<8}" + "".join(f"{f:>18}" for f in fusions)]
+    for a in alphas:
+        lines.append(f"{a:<8g}" + "".join(f"{cell(find[(f, float(a))]):>18}" for f in fusions))
+    at = [result["config_alpha"]] if float(result["config_alpha"]) in [float(a) for a in alphas] else alphas
+    lines += ["", f"fusion (Table 6), alpha {', '.join(f'{a:g}' for a in at)}",
+              f"{'fusion':<10}{'alpha':>7}{'accuracy %':>18}{'mean class %':>18}"]
+    for f in fusions:
+        for a in at:
+            r = find[(f, float(a))]
+            lines.append(f"{f:<10}{a:>7g}{cell(r):>18}{cell(r, 'mean_class_accuracy'):>18}")
+    return "\n".join(lines)
