@@ -278,17 +278,21 @@ class _ArraySource:
 
 
 class _StoreSource:
-    """A :class:`FeatureStore`, read in pieces and converted to float32 by the backend."""
+    """A :class:`FeatureStore`, read in pieces and converted to float32 by the backend.
 
-    resident = False
+    A float32 store held in RAM (not a memmap) is ``resident``: the fit reads its blocks in place, without a
+    copy (a copy of a position costs as much as a Lloyd pass over it)."""
 
     def __init__(self, store: FeatureStore):
         self.store = store
+        self.resident = store.dtype == np.float32 and not isinstance(store._data, np.memmap)
         self.positions, self.n, self.channels = store.positions, store.n, store.channels
         self.height, self.width = store.height, store.width
         self.meta = store.meta
 
     def rows(self, p0, p1, n0, n1):
+        if self.resident:
+            return self.store.array[p0:p1, n0:n1]  # a view
         return self.store.read(p0, p1, n0, n1)
 
     def gather(self, p0, p1, idx: np.ndarray):
