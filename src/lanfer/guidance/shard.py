@@ -30,14 +30,27 @@ class _Comm:
             and tdist.get_world_size() > 1
         self.rank = tdist.get_rank() if self.on else 0
         self.world = tdist.get_world_size() if self.on else 1
+        # NCCL moves CUDA tensors only (untested here: no GPU on the machines this was written on)
+        self.device = torch.device("cpu")
+        if self.on and tdist.get_backend() == "nccl":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        d = t.to(self.device)
+        tdist.all_reduce(d, op=tdist.ReduceOp.SUM)
+        return d.cpu()
+
+    def _all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        d = t.to(self.device)
+        out = [torch.zeros_like(d) for _ in range(self.world)]
+        tdist.all_gather(out, d)
+        return torch.stack(out).cpu()  # (world, ...)
 
     def layout(self, n_local: int) -> tuple[int, int]:
         """(N over all ranks, the global index of this rank's first row)."""
         if not self.on:
             return n_local, 0
-        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
-        tdist.all_gather(sizes, torch.tensor([n_local], dtype=torch.int64))
-        sizes = [int(s) for s in sizes]
+        sizes = self._all_gather(torch.tensor([n_local], dtype=torch.int64))[:, 0].tolist()
         if min(sizes) < 1:
             raise ValueError(f"distributed guidance fit: every rank needs at least one sample; shard sizes "
                              f"per rank {sizes} (use fewer processes than samples)")
@@ -48,8 +61,7 @@ class _Comm:
         if not self.on:
             return list(arrays)
         present = [a for a in arrays if a is not None]
-        flat = torch.from_numpy(np.concatenate([np.asarray(a, np.float64).ravel() for a in present]))
-        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+        flat = self._all_reduce(torch.from_numpy(np.concatenate([np.asarray(a, np.float64).ravel() for a in present])))
         out, k = [], 0
         for a in arrays:
             if a is None:
@@ -63,19 +75,13 @@ class _Comm:
         """Each rank's rows of the sample (zeros where another rank holds them), summed: the whole sample."""
         if not self.on:
             return rows
-        t = torch.from_numpy(np.ascontiguousarray(rows, np.float32))
-        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
-        return t.numpy()
+        return self._all_reduce(torch.from_numpy(np.ascontiguousarray(rows, np.float32))).numpy()
 
     def farthest(self, pts: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per (position, init) the farthest point over ranks: pts (pb, R, C), best (pb, R) squared distance."""
         if not self.on:
             return pts, best
-        all_best = [torch.zeros(best.shape, dtype=torch.float64) for _ in range(self.world)]
-        all_pts = [torch.zeros(pts.shape, dtype=torch.float32) for _ in range(self.world)]
-        tdist.all_gather(all_best, torch.from_numpy(np.ascontiguousarray(best, np.float64)))
-        tdist.all_gather(all_pts, torch.from_numpy(np.ascontiguousarray(pts, np.float32)))
-        b = torch.stack(all_best).numpy()  # (world, pb, R)
-        p = torch.stack(all_pts).numpy()  # (world, pb, R, C)
+        b = self._all_gather(torch.from_numpy(np.ascontiguousarray(best, np.float64))).numpy()  # (world, pb, R)
+        p = self._all_gather(torch.from_numpy(np.ascontiguousarray(pts, np.float32))).numpy()  # (world, pb, R, C)
         win = b.argmax(0)  # the first (lowest) rank among equal maxima
         return np.take_along_axis(p, win[None, ..., None], 0)[0], b.max(0)
