@@ -99,6 +99,14 @@ class _NumpyOps:
     def empty(self, shape):
         return np.empty(shape, np.float32)
 
+    def fill(self, dst: np.ndarray, x) -> None:
+        """dst[...] = x as float32: torch's float16 conversion is vectorised, numpy's 2-4x slower here."""
+        x = np.asarray(x)
+        if x.flags.writeable:  # torch.from_numpy refuses (warns on) read-only arrays
+            torch.from_numpy(dst).copy_(torch.from_numpy(x))
+        else:
+            dst[...] = x
+
     def lloyd(self, X, W, b, active, totals: bool) -> _Stats:
         pb, n, c = X.shape
         r = W.shape[1]
@@ -182,6 +190,9 @@ class _TorchOps:
 
     def empty(self, shape):
         return torch.empty(shape, device=self.device, dtype=torch.float32)
+
+    def fill(self, dst: torch.Tensor, x) -> None:
+        dst.copy_(self.block(x))
 
     def _t(self, a, dtype=torch.float32):
         return torch.as_tensor(np.ascontiguousarray(a)).to(self.device, dtype)

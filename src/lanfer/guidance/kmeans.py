@@ -253,7 +253,7 @@ def _load(src, ops, p0, p1, chunk_size, buf=None):
     if buf is None or buf.shape[0] < p1 - p0:
         buf = ops.empty((p1 - p0, src.n, src.channels))  # (pb, N, C)
     for a in range(0, src.n, chunk_size):
-        buf[:p1 - p0, a:a + chunk_size] = ops.block(src.rows(p0, p1, a, a + chunk_size))
+        ops.fill(buf[:p1 - p0, a:a + chunk_size], src.rows(p0, p1, a, a + chunk_size))
     return buf
 
 
