@@ -280,15 +280,15 @@ class _ArraySource:
 class _StoreSource:
     """A :class:`FeatureStore`, read in pieces and converted to float32 by the backend.
 
-    A float32 store held in RAM (not a memmap) is ``resident``: the fit reads its blocks in place, without a
-    copy (a copy of a position costs as much as a Lloyd pass over it)."""
+    A float32 store held in RAM (not a memmap) is ``resident`` for the CPU backend: the fit reads its blocks
+    in place, without a copy (a copy of a position costs as much as a Lloyd pass over it)."""
 
-    def __init__(self, store: FeatureStore):
+    def __init__(self, store: FeatureStore, cpu: bool = True):
         self.store = store
         self.on_disk = isinstance(store._data, np.memmap) and store.path is not None
         if self.on_disk and store._data.mode != "r":
             store._data.flush()  # the fit reads the file itself (see _pread): written rows must be in it
-        self.resident = store.dtype == np.float32 and not self.on_disk
+        self.resident = cpu and store.dtype == np.float32 and not self.on_disk
         self.positions, self.n, self.channels = store.positions, store.n, store.channels
         self.height, self.width = store.height, store.width
         self.meta = store.meta
@@ -360,7 +360,7 @@ def _make_source(features, device: torch.device | None):
     if isinstance(features, (str, os.PathLike)):
         features = FeatureStore.open(features)
     if isinstance(features, FeatureStore):
-        return _StoreSource(features)
+        return _StoreSource(features, cpu=device is None or device.type == "cpu")
     if isinstance(features, torch.Tensor) and device is not None and device.type != "cpu":
         if features.ndim != 4:
             raise ValueError(f"features must be (N, C, H, W); got shape {tuple(features.shape)}")
