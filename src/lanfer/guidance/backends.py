@@ -119,21 +119,26 @@ class _NumpyOps:
         sq = np.zeros((pb, len(tiles))) if totals else None
 
         def one(task):
-            i, t = task
-            x = X[i, tiles[t]:tiles[t] + _TILE]  # (tile, C): read from memory once, then from L2 for every init
-            if active[i]:
-                for j in range(r):
-                    near1 = (x @ W[i, j] > b[i, j]).astype(np.float32)  # (tile,)
-                    cnt[i, t, j] = np.count_nonzero(near1)
-                    sm[i, t, j] = near1 @ x  # (C,)
-            if totals:
-                col[i, t] = np.ones(len(x), np.float32) @ x
-                # squared norms per row in float32 (C terms), summed in float64: the inertia is a difference
-                # of large sums, so their relative error must stay ~1e-7
-                sq[i, t] = np.einsum("nc,nc->n", x, x).sum(dtype=np.float64)
+            i, t0, t1 = task
+            for t in range(t0, t1):
+                x = X[i, tiles[t]:tiles[t] + _TILE]  # (tile, C): read from memory once, then from L2 for every init
+                if active[i]:
+                    for j in range(r):
+                        near1 = (x @ W[i, j] > b[i, j]).astype(np.float32)  # (tile,)
+                        cnt[i, t, j] = np.count_nonzero(near1)
+                        sm[i, t, j] = near1 @ x  # (C,)
+                if totals:
+                    col[i, t] = np.ones(len(x), np.float32) @ x
+                    # squared norms per row in float32 (C terms), summed in float64: the inertia is a difference
+                    # of large sums, so their relative error must stay ~1e-7
+                    sq[i, t] = np.einsum("nc,nc->n", x, x).sum(dtype=np.float64)
 
         todo = range(pb) if totals else np.flatnonzero(active).tolist()
-        self._map(one, [(i, t) for i in todo for t in range(len(tiles))])
+        # one task per position, or per part of one when there are fewer positions than threads (a task costs
+        # ~30 us of pool overhead: thousands of tile-sized tasks would add a noticeable share)
+        parts = max(1, min(len(tiles), self.workers // max(1, len(todo))))
+        bounds = [len(tiles) * k // parts for k in range(parts + 1)]
+        self._map(one, [(i, t0, t1) for i in todo for t0, t1 in zip(bounds[:-1], bounds[1:])])
         st = _Stats(cnt.sum(1), sm.sum(1))
         if totals:
             st.n, st.colsum, st.sqsum = np.full(pb, float(n)), col.sum(1), sq.sum(1)
