@@ -145,8 +145,9 @@ class _NumpyOps:
         return st
 
     def rowsq(self, X) -> np.ndarray:
-        """Squared norms (pb, n) float64 of the rows of X (pb, n, C), for :meth:`dist2`."""
-        return np.einsum("pnc,pnc->pn", X, X).astype(np.float64)
+        """Squared norms (pb, n) float64 of the rows of X (pb, n, C), for :meth:`dist2`; summed in float64 like
+        the torch backend's, so that both pick the same k-means++ candidates."""
+        return np.einsum("pnc,pnc->pn", X, X, dtype=np.float64)
 
     def dist2(self, X, V, xx=None) -> np.ndarray:
         """Squared distances (pb, n, m) between the rows of X (pb, n, C) and V (pb, m, C); ``xx``: rowsq(X)."""
