@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from _common import machine_header
 
 from lanfer.config import config_from_dict
 from lanfer.data import EvalPreset, TrainPreset, build_dataset, collate
@@ -72,6 +73,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", help="write the numbers as JSON here")
     p.add_argument("--work", help="folder for the generated set and cache (default: a temporary folder)")
     a = p.parse_args(argv)
+    print(machine_header(), flush=True)
     torch.set_num_threads(1)  # one intra-op thread per loader process: what DataLoader workers get
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import machine_header
 
 from lanfer.data import build_dataset
 from lanfer.data.synth import generate
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("--root", help="reuse a set written by `lanfer synth` / `lanfer demo` instead of rendering")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
+    print(machine_header(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(a.root) if a.root else generate(Path(tmp) / "set", identities=a.identities, seed=a.seed,
                                                      image_size=a.size)

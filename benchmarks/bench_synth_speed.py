@@ -15,6 +15,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from _common import machine_header
 
 from lanfer.data.synth import generate
 
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="picture size of the 2000-picture set")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
+    print(machine_header(), flush=True)
     results = [
         timed("demo expression set (16 ids x 2 sessions x 7 x 5 views, 112 px)", identities=16, seed=0,
               image_size=112, workers=a.workers),

@@ -2,12 +2,19 @@
 
 Each script runs as its own process (a crash or a hang costs one row, not the run), with flags that keep the
 whole set near 10 minutes on 2 free CPU cores; the README's table gives the full-size command of each. The
-header names the machine, since the figures mean little without it: the CPU model and whether it has the
-bfloat16 instructions (``amx_bf16``, ``avx512_bf16``) that make ``train.amp`` pay on a CPU.
+header names the machine, since the figures mean little without it (``_common.machine_header``: the CPU
+model and whether it has the bfloat16 instructions ``amx_bf16``, ``avx512_bf16`` that make ``train.amp``
+pay on a CPU).
 
     python benchmarks/run_all.py                        # all of them, outputs in runs/bench/
     python benchmarks/run_all.py --only train_step      # a subset, by part of the script name
     python benchmarks/run_all.py --list                 # what would run, with its flags
+    python benchmarks/run_all.py --markdown             # the table also as markdown (the README's)
+    python benchmarks/run_all.py --device cuda          # the scripts that take --device, on the GPU
+
+Adding a benchmark is one line in ``BENCHES``: the script, its small-size flags, and the function that
+reads its key figure from the output (``last_line`` when it prints its own summary last). A ``bench_*.py``
+without a line is listed as not run. Each script must accept ``--out FILE`` (its JSON).
 
 Every script writes its JSON to ``OUT/<script>.json`` and its output to ``OUT/<script>.log``; the table is
 also written to ``OUT/summary.json``. The exit status is 1 when any script failed or timed out.
@@ -18,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -29,16 +35,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from _common import machine_header
+
 HERE = Path(__file__).resolve().parent
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the key figure of each script, read from its output (a failed parse shows the output's last line instead)
 
+def last_line(out: str) -> str:
+    """The default key figure: the script's last non-empty line (its own summary)."""
+    return next(ln.strip() for ln in reversed(out.splitlines()) if ln.strip())
+
+
 def _guidance(out: str) -> str:
-    ours = re.search(r"^lanfer\.fit_guidance \((\w+)\)\s+([\d.]+)", out, re.M)
-    speedup = re.search(r"^speed-up\s+([\d.]+x)", out, re.M)
-    return f"fit_guidance ({ours[1]}) {ours[2]} s, {speedup[1]} faster than per-position sklearn KMeans"
+    ours = re.search(r"^lanfer\.fit_guidance \((\w+)\)\s+([\d.]+)\s+([\d.]+x)", out, re.M)
+    sk = re.search(r"^sklearn ([\d.]+) KMeans n_init=(\w+) x \d+\s+([\d.]+)", out, re.M)
+    rel = re.search(r"max \|\.\| ([\d.e+-]+)", out)
+    return (f"fit_guidance ({ours[1]}) {ours[2]} s vs sklearn {sk[1]} KMeans n_init={sk[2]} {sk[3]} s: "
+            f"{ours[3]}; max rel. inertia diff {rel[1]}")
+
+
+def _guidance_scale(out: str) -> str:
+    return re.search(r"^AffectNet-scale fit: .*", out, re.M)[0]
 
 
 def _train_step(out: str) -> str:
@@ -82,11 +101,13 @@ class Bench:
     key: Callable[[str], str]
 
 
-# Small sizes, each a few seconds to about two minutes on 2 idle cores.
+# Small sizes, each a few seconds to about two minutes on 2 idle cores. One line per script.
 BENCHES = [
     Bench("bench_train_step.py", ["--size", "112", "--batch", "32", "--steps", "10", "--rounds", "2"], _train_step),
-    Bench("bench_guidance.py", ["--n", "2000", "--positions", "9", "--channels", "64", "--sklearn-positions", "3",
-                                "--repeat", "1"], _guidance),
+    # RAF-DB size (the README's figure), sklearn timed on 7 of the 49 positions
+    Bench("bench_guidance.py", ["--sklearn-positions", "7", "--repeat", "2"], _guidance),
+    # 30,000 samples: a 1.5 GB store in /tmp, written, fitted and deleted
+    Bench("bench_guidance_scale.py", ["--n", "30000", "--dir", "/tmp"], _guidance_scale),
     Bench("bench_loader.py", ["--n", "400", "--workers", "0"], _loader),
     Bench("bench_predict.py", ["--batches", "1,8", "--reps", "3", "--warmup", "1", "--photo-reps", "1",
                                "--threads", "1"], _predict),
@@ -97,66 +118,23 @@ BENCHES = [
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the machine
-
-def cpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        m = re.search(r"^Model name:\s*(.+)$", text, re.M)
-        if m:
-            return m[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:  # no lscpu (a slim container)
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if m:
-            return m[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        m = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        return set(m[1].split()) if m else set()
-    except OSError:
-        return set()
-
-
-def header() -> str:
-    flags = cpu_flags()
-    bf16 = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("amx_bf16", "avx512_bf16"))
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = f"; load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    lines = [f"CPU: {cpu_model()}  ({usable} usable of {os.cpu_count()} logical CPUs{load})",
-             f"bf16 instructions: {bf16}" + ("" if flags else " (no /proc/cpuinfo flags to read)"),
-             f"python {platform.python_version()} ({sys.executable})"]
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads, GPU: {gpu}")
-    except ImportError:
-        lines.append("torch: not importable from this interpreter")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # running
 
-def run_one(bench: Bench, out_dir: Path, timeout: float, echo: bool) -> dict:
+def run_one(bench: Bench, out_dir: Path, timeout: float, echo: bool, device: str | None = None) -> dict:
     """Run one script as a subprocess, echoing its output; returns its summary row."""
     script = HERE / bench.script
-    row = {"script": bench.script, "args": bench.args, "status": "missing", "wall_s": 0.0, "key": ""}
+    args = list(bench.args)
+    if device and script.is_file() and "--device" in script.read_text():  # a script that takes it
+        args += ["--device", device]
+    row = {"script": bench.script, "args": args, "status": "missing", "wall_s": 0.0, "key": ""}
     if not script.is_file():
         return row
-    cmd = [sys.executable, str(script), *bench.args, "--out", str(out_dir / f"{Path(bench.script).stem}.json")]
+    cmd = [sys.executable, str(script), *args, "--out", str(out_dir / f"{Path(bench.script).stem}.json")]
     env = dict(os.environ)
     # measure this checkout's lanfer, installed or not (as benchmarks/gpu.sh does)
     env["PYTHONPATH"] = str(HERE.parent / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"  # lines as they come, so a timed-out script's log shows how far it got
-    print(f"\n=== {bench.script} {' '.join(bench.args)}", flush=True)
+    print(f"\n=== {bench.script} {' '.join(args)}", flush=True)
     t0 = time.perf_counter()
     # a new session, so a timeout can stop the script's own worker processes too
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -199,6 +177,12 @@ def run_one(bench: Bench, out_dir: Path, timeout: float, echo: bool) -> dict:
     return row
 
 
+def markdown(rows: list[dict]) -> str:
+    lines = ["| script | status | wall s | key figure |", "|---|---|---:|---|"]
+    lines += [f"| `{r['script']}` | {r['status']} | {r['wall_s']:.0f} | {r['key']} |" for r in rows]
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     w = max([len("script")] + [len(r["script"]) for r in rows])
     lines = [f"{'script':<{w}}  {'status':<13} {'wall s':>7}  key figure"]
@@ -213,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300, help="seconds per script before it is stopped (default 300)")
     ap.add_argument("--quiet", action="store_true", help="do not echo the scripts' output, only the table")
     ap.add_argument("--list", action="store_true", help="print what would run and exit")
+    ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    ap.add_argument("--device", help="passed as --device to the scripts that take it (e.g. cuda)")
     a = ap.parse_args(argv)
 
     benches = [b for b in BENCHES if not a.only or any(n in b.script for n in a.only)]
@@ -225,15 +211,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{b.script} {' '.join(b.args)}")
         return 0
 
-    print(header())
+    print(machine_header())
     if unlisted:  # a new script is not run at an unknown size: it needs its small-size flags here first
         print(f"not run (add them to BENCHES in {Path(__file__).name}): {', '.join(unlisted)}")
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = [run_one(b, out_dir, a.timeout, echo=not a.quiet) for b in benches]
-    print(f"\n{header()}\n\n{table(rows)}\n\ntotal {time.perf_counter() - t0:.0f} s; outputs in {out_dir}/")
-    (out_dir / "summary.json").write_text(json.dumps({"machine": header(), "rows": rows}, indent=2))
+    rows = [run_one(b, out_dir, a.timeout, echo=not a.quiet, device=a.device) for b in benches]
+    print(f"\n{machine_header()}\n\n{table(rows)}\n\ntotal {time.perf_counter() - t0:.0f} s; outputs in {out_dir}/")
+    if a.markdown:
+        print(f"\n{markdown(rows)}")
+    (out_dir / "summary.json").write_text(json.dumps({"machine": machine_header(), "rows": rows}, indent=2))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -14,6 +14,7 @@ Pieces, one module each:
   :class:`Guidance`; :func:`stability` fits other seeds (reusing a fit already made for the first) and
   measures, per position, how often the guidance label agrees.
 * ``backends.py``: the passes over the big arrays, in numpy (CPU) or torch (CUDA).
+* ``shard.py``: what the ranks of a fit sharded over torch.distributed exchange.
 * ``map.py``: :class:`Guidance` holds the centres and the attentive index; ``assign(F_o)`` makes the
   (B, 1, H, W) map for the BCE loss; ``save``/``load`` use safetensors; ``summary()`` is a table a person
   can read.
@@ -22,17 +23,18 @@ How the clustering is computed. With two centres c0, c1 "nearer c1" is the hyper
 ``x . (c1 - c0) > (|c1|^2 - |c0|^2) / 2``, so one Lloyd pass over a chunk of samples is, per position, a
 matrix-vector product and a masked sum. A pass only *accumulates* additive statistics (how many samples
 chose c1 and their feature sum; the per-position totals are fixed), a *reduce* step combines them and an
-*update* step turns them into new centres. The reduce step is the identity today: every process fits on all
-N samples (under torchrun each rank extracts the whole training set). It is the place where, once samples
-are sharded over DDP ranks, the same arrays will be all-reduced with a sum (issue 12).
+*update* step turns them into new centres. The reduce step is the identity in one process; with
+``distributed=True`` under torch.distributed each rank holds a shard of the samples and the statistics are
+summed over the ranks (``shard.py``; ``lanfer cluster`` under ``torchrun`` does this).
 Each position starts from k-means++ seeds and Lloyd iterations on a random sample of ``sample_size``
 points (``n_init`` seedings, the one with the lowest sample inertia wins), then runs full passes over all
 N samples until the relative centre shift is <= ``tol``; an unchanged assignment gives bit-identical sums,
 hence a shift of exactly 0, so "no label changed" is covered by the same test. Results depend only on the
 data and the seed, not on how the input was chunked.
 
-On CPU the passes use numpy (OpenBLAS): on the 2-core AMD EPYC we develop on, a full pass over
-12,271 x 49 x 512 float32 features took 0.04 s with numpy and 0.14 s with torch.bmm (MKL).
+On CPU the positions go through in blocks of one position per core, every pass of a block (seeding,
+sample iterations, full passes) while its data is in cache, each pass cut into L2-sized tiles of
+matrix-vector products (numpy/OpenBLAS); ``benchmarks/bench_guidance.py`` has the figures.
 With a CUDA ``device`` the same passes run as batched torch matmuls on the GPU.
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ import torch
 
 from .backends import _make_ops, _Stats
 from .map import Guidance
+from .shard import _Comm
 from .store import _make_source
 
 
@@ -35,19 +36,17 @@ def _accumulate(chunks: Callable[[], Iterator], ops, centres, active, totals: bo
     return st
 
 
-def _reduce(st: _Stats) -> _Stats:
-    """Combine statistics across processes: the identity today, because every process sees all N samples.
-
-    Under torchrun each rank currently extracts and fits the whole training set, so summing over ranks here
-    would count every sample once per rank. Issue 12 shards the samples over the ranks; then every field of
-    ``st`` is all-reduced with a sum here (all are additive), and the two rank-local steps that read samples
-    directly, the k-means++ sample and the farthest-point reseed of an empty cluster (:func:`_farthest`),
-    must combine across ranks too."""
-    return st
+def _reduce(st: _Stats, comm: _Comm | None) -> _Stats:
+    """Combine statistics across processes: every field is a sum over samples, so a sum over ranks gives what
+    one process would compute from all N (the identity without a sharded fit)."""
+    if comm is None or not comm.on:
+        return st
+    return _Stats(*comm.sum(st.count1, st.sum1, st.n, st.colsum, st.sqsum))
 
 
-def _farthest(chunks, ops, other: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each (position, init) in ``need``: the sample farthest from centre ``other`` and its sq. distance."""
+def _farthest(chunks, ops, other: np.ndarray, need: np.ndarray, comm: _Comm | None = None):
+    """For each (position, init) in ``need``: the sample farthest from centre ``other`` and its sq. distance
+    (over all ranks of a sharded fit)."""
     pb, r, c = other.shape
     best = np.full((pb, r), -1.0)
     pts = np.zeros((pb, r, c), np.float32)
@@ -59,11 +58,12 @@ def _farthest(chunks, ops, other: np.ndarray, need: np.ndarray) -> tuple[np.ndar
         if better.any():
             pts[better] = ops.take(X, j)[better]
             best = np.where(better, dj, best)
-    return pts, best
+    return comm.farthest(pts, best) if comm is not None else (pts, best)
 
 
-def _lloyd(chunks, ops, centres: np.ndarray, iters: int, tol: float, totals=None, bar=None):
-    """Lloyd iterations for every (position, init) on the data ``chunks()`` yields.
+def _lloyd(chunks, ops, centres: np.ndarray, iters: int, tol: float, totals=None, bar=None, comm=None):
+    """Lloyd iterations for every (position, init) on the data ``chunks()`` yields (this rank's shard of it
+    when ``comm`` is a sharded fit's: the statistics of each pass are then summed over ranks).
 
     Returns ``(centres, counts, sums, totals, n_iter, converged)``. The centres are those each pair used in
     its last pass and counts/sums are that pass's statistics, so counts and inertia describe exactly the
@@ -76,7 +76,7 @@ def _lloyd(chunks, ops, centres: np.ndarray, iters: int, tol: float, totals=None
     sums = np.zeros((pb, r, 2, c))
     n_iter = np.zeros((pb, r), np.int64)
     for it in range(iters):
-        st = _reduce(_accumulate(chunks, ops, centres, active.any(1), totals is None))
+        st = _reduce(_accumulate(chunks, ops, centres, active.any(1), totals is None), comm)
         if totals is None:
             totals = (st.n, st.colsum, st.sqsum)
             if not np.isfinite(st.sqsum).all():
@@ -100,7 +100,7 @@ def _lloyd(chunks, ops, centres: np.ndarray, iters: int, tol: float, totals=None
             # an empty cluster restarts at the sample farthest from the other centre
             k_full = cnt.argmax(-1)  # (pb, R)
             other = np.take_along_axis(new, k_full[..., None, None], 2)[:, :, 0]
-            pts, d2 = _farthest(chunks, ops, other, empty)
+            pts, d2 = _farthest(chunks, ops, other, empty, comm)
             # every sample equals the other centre: one cluster is all there is
             degenerate = empty & ((d2 <= 0) | (pts == other).all(-1))
             fix = empty & ~degenerate
@@ -133,7 +133,8 @@ def _kmeanspp(ops, Xs, rngs: list[np.random.Generator], n_init: int) -> np.ndarr
     trials = 2 + int(math.log(2))
     first = np.array([[rng.integers(s) for _ in range(n_init)] for rng in rngs])  # (pb, R)
     c0 = ops.take(Xs, first)  # (pb, R, C)
-    d0 = ops.dist2(Xs, c0)  # (pb, S, R)
+    xx = ops.rowsq(Xs)  # (pb, S)
+    d0 = ops.dist2(Xs, c0, xx)  # (pb, S, R)
     cand = np.empty((pb, n_init, trials), np.int64)
     for i, rng in enumerate(rngs):
         for r in range(n_init):
@@ -142,7 +143,7 @@ def _kmeanspp(ops, Xs, rngs: list[np.random.Generator], n_init: int) -> np.ndarr
             # side="right" never picks a zero-weight sample (a duplicate of the first centre)
             cand[i, r] = np.minimum(np.searchsorted(cum, u, side="right"), s - 1) if cum[-1] > 0 else first[i, r]
     cv = ops.take(Xs, cand.reshape(pb, -1))  # (pb, R*T, C)
-    dc = ops.dist2(Xs, cv).reshape(pb, s, n_init, trials)
+    dc = ops.dist2(Xs, cv, xx).reshape(pb, s, n_init, trials)
     potential = np.minimum(d0[..., None], dc).sum(1)  # (pb, R, T)
     best = potential.argmin(-1)  # (pb, R)
     c1 = np.take_along_axis(cv.reshape(pb, n_init, trials, -1), best[..., None, None], 2)[:, :, 0]
@@ -161,25 +162,32 @@ def _check_args(seed, iters, tol, sample_size, chunk_size, n_init):
         raise ValueError(f"tol must be >= 0; got {tol!r}")
 
 
-def _fit(src, ops, seed, iters, tol, sample_size, chunk_size, n_init, max_memory, progress, source) -> Guidance:
-    n, c, p_total = src.n, src.channels, src.positions
+def _fit(src, ops, seed, iters, tol, sample_size, chunk_size, n_init, max_memory, progress, source,
+         comm: _Comm | None = None) -> Guidance:
+    comm = comm or _Comm(False)
+    n_local, c, p_total = src.n, src.channels, src.positions
+    n, offset = comm.layout(n_local)  # this rank holds global rows [offset, offset + n_local)
     if n < 2:
         raise ValueError(f"need at least 2 samples to form 2 clusters; got N = {n}")
     s = min(sample_size, n)
     sample_idx = np.arange(n) if s == n else np.sort(
         np.random.default_rng([seed, 0]).choice(n, s, replace=False))
-    # Positions are processed in blocks that fit max_memory: the block's sample (float32), plus, for a store,
-    # the block's full data in float32 when that fits (then the store is read once, not once per pass).
+    mine = (sample_idx >= offset) & (sample_idx < offset + n_local)  # the sample rows this rank holds
+    local_idx = sample_idx[mine] - offset
+    # Positions are processed in blocks: the block's sample (float32), plus, for a store, the block's full data
+    # in float32 when that fits max_memory (then the store is read once, not once per pass). On the CPU a
+    # block is one position per core, so that every pass over it (k-means++, the sample iterations, the full
+    # passes) runs while its data is in cache instead of streaming all positions from memory on every pass.
     per_sample = s * c * 4 * 2  # the sample and the distance temporaries of the seeding
-    per_full = n * c * 4
+    per_full = n_local * c * 4
     load = not src.resident and per_full + per_sample <= max_memory
-    per_pos = per_sample + (per_full if load else 0)
-    pb = max(1, min(p_total, max_memory // per_pos))
+    pb = ops.block_positions(per_sample + (per_full if load else 0), p_total, max_memory)
 
     centres = np.zeros((p_total, 2, c), np.float32)
     counts = np.zeros((p_total, 2))
     inertia = np.zeros(p_total)
     sample_iters = full_iters = unconverged = 0
+    buf = None  # the loaded block, reused from block to block
     bar = None
     if progress:
         from ..progress import progress_bar
@@ -189,22 +197,41 @@ def _fit(src, ops, seed, iters, tol, sample_size, chunk_size, n_init, max_memory
         for p0 in range(0, p_total, pb):
             p1 = min(p0 + pb, p_total)
             rngs = [np.random.default_rng([seed, 1, p]) for p in range(p0, p1)]
+            data = None
+            if src.resident:
+                data = src.rows(p0, p1, 0, n_local)
+            elif load:
+                buf = _load(src, ops, p0, p1, chunk_size, buf)
+                data = buf[:p1 - p0]
             # 1. k-means++ and Lloyd on the sample, n_init seedings side by side; keep the best per position
-            xs = ops.block(src.gather(p0, p1, sample_idx))  # (pb, S, C)
+            if data is None:
+                rows = src.gather(p0, p1, local_idx)
+            elif isinstance(data, torch.Tensor):
+                rows = data[:, torch.as_tensor(local_idx, device=data.device)]
+            else:
+                rows = data[:, local_idx]
+            if comm.on:  # every rank fills in its rows: the same sample, hence the same warm start, everywhere
+                full = np.zeros((p1 - p0, s, c), np.float32)
+                full[:, mine] = rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows
+                rows = comm.sample(full)
+            xs = ops.block(rows)  # (pb, S, C)
+            del rows
             init = _kmeanspp(ops, xs, rngs, n_init)  # (pb, R, 2, C)
             cs, cnt, sm, tot, it_s, _ = _lloyd(lambda: iter([xs]), ops, init, iters, tol)
-            best = _inertia(cs, cnt, sm, tot[2]).argmin(1)  # (pb,)
+            inert = _inertia(cs, cnt, sm, tot[2])  # (pb, R)
+            # the first seeding within rounding of the lowest: one partition reached by two seedings (often with
+            # its clusters swapped) must not be told apart by float32 summation noise, which differs by backend
+            best = (inert <= inert.min(1, keepdims=True) * (1 + 1e-6)).argmax(1)  # (pb,)
             warm = cs[np.arange(p1 - p0), best][:, None]  # (pb, 1, 2, C)
             del xs
             sample_iters = max(sample_iters, int(it_s.max()))
-            # 2. full passes over all N samples
-            if src.resident or load:
-                data = src.rows(p0, p1, 0, n) if src.resident else _load(src, ops, p0, p1, chunk_size)
-                chunks = lambda: (data[:, a:a + chunk_size] for a in range(0, n, chunk_size))  # noqa: E731
+            # 2. full passes over all N samples (this rank's share of them, summed over ranks)
+            if data is not None:
+                chunks = lambda: (data[:, a:a + chunk_size] for a in range(0, n_local, chunk_size))  # noqa: E731
             else:
                 chunks = lambda: (ops.block(src.rows(p0, p1, a, a + chunk_size))  # noqa: E731
-                                  for a in range(0, n, chunk_size))
-            cf, cnt, sm, tot, it_f, conv = _lloyd(chunks, ops, warm, iters, tol, bar=bar)
+                                  for a in range(0, n_local, chunk_size))
+            cf, cnt, sm, tot, it_f, conv = _lloyd(chunks, ops, warm, iters, tol, bar=bar, comm=comm)
             data = None
             centres[p0:p1] = cf[:, 0]
             counts[p0:p1] = cnt[:, 0]
@@ -222,21 +249,25 @@ def _fit(src, ops, seed, iters, tol, sample_size, chunk_size, n_init, max_memory
             "channels": c, "height": src.height, "width": src.width, "sample_size": s, "n_init": n_init,
             "iters": iters, "tol": tol, "chunk_size": chunk_size, "sample_iters": sample_iters,
             "full_iters": full_iters, "unconverged": unconverged, "backend": ops.name}
+    if comm.on:
+        meta["processes"] = comm.world
     return Guidance(centers=torch.from_numpy(centres), attentive=attentive, counts=counts_t,
                     inertia=torch.from_numpy(inertia), height=src.height, width=src.width, meta=meta)
 
 
-def _load(src, ops, p0, p1, chunk_size):
-    """A block of positions from a store, converted to float32 in the backend's memory piece by piece."""
-    out = ops.empty((p1 - p0, src.n, src.channels))  # (pb, N, C)
+def _load(src, ops, p0, p1, chunk_size, buf=None):
+    """A block of positions from a store, converted to float32 in the backend's memory piece by piece (into
+    ``buf`` when it is big enough: fresh pages for every block would cost a page fault per 4 KiB)."""
+    if buf is None or buf.shape[0] < p1 - p0:
+        buf = ops.empty((p1 - p0, src.n, src.channels))  # (pb, N, C)
     for a in range(0, src.n, chunk_size):
-        out[:, a:a + chunk_size] = ops.block(src.rows(p0, p1, a, a + chunk_size))
-    return out
+        ops.fill(buf[:p1 - p0, a:a + chunk_size], src.rows(p0, p1, a, a + chunk_size))
+    return buf
 
 
 def fit_guidance(features, seed: int = 0, iters: int = 100, tol: float = 1e-6, sample_size: int = 4096,
                  chunk_size: int = 2048, device=None, progress: bool = False, source: str | None = None, *,
-                 n_init: int = 3, max_memory: int = 2 * 2**30) -> Guidance:
+                 n_init: int = 3, max_memory: int = 2 * 2**30, distributed: bool = False) -> Guidance:
     """Fit the K=2 guidance centres at every feature-map position (paper section III-C).
 
     Args:
@@ -256,6 +287,10 @@ def fit_guidance(features, seed: int = 0, iters: int = 100, tol: float = 1e-6, s
             converted to one position-major float32 copy in RAM (N*H*W*C*4 bytes; a chunk iterable also
             briefly holds its chunks). A store is processed a block of positions at a time: the block
             is read into RAM once if it fits ``max_memory``, else re-read from the memmap on each pass.
+        distributed: ``features`` are this process's shard of the samples, under an initialised
+            torch.distributed process group: a contiguous range of rows, ranks in order (rank 0 the first).
+            The statistics of every pass are summed over the ranks, so every rank returns the fit one process
+            would make on all N samples (within float rounding). Without a process group it changes nothing.
     Returns:
         A :class:`Guidance`.
     """
@@ -264,7 +299,7 @@ def fit_guidance(features, seed: int = 0, iters: int = 100, tol: float = 1e-6, s
     src = _make_source(features, dev)
     with ops:
         return _fit(src, ops, int(seed), int(iters), float(tol), int(sample_size), int(chunk_size),
-                    int(n_init), int(max_memory), progress, source)
+                    int(n_init), int(max_memory), progress, source, _Comm(distributed))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -287,7 +322,8 @@ def stability(features, seeds=(0, 1, 2), *, first: Guidance | None = None, **kw)
             it (the guidance it is about to use): it is reused instead of fitted again, so ``len(seeds)``
             seeds cost ``len(seeds) - 1`` fits. Its ``meta`` must show that seed, the features' shape and
             the same iters/tol/sample_size/n_init, else a ValueError says what differs.
-        **kw: passed to :func:`fit_guidance` (iters, tol, sample_size, chunk_size, device, n_init, ...).
+        **kw: passed to :func:`fit_guidance` (iters, tol, sample_size, chunk_size, device, n_init,
+            distributed, ...); with ``distributed`` the agreement counts are summed over the ranks too.
     Returns:
         A JSON-friendly dict, meant for ``guidance.meta["stability"]`` (then shown by ``summary()``):
         ``seeds``; ``attentive_agreement`` and ``cluster_agreement``: per other seed, a list of H*W
@@ -300,6 +336,7 @@ def stability(features, seeds=(0, 1, 2), *, first: Guidance | None = None, **kw)
     device = kw.pop("device", None)
     progress = kw.pop("progress", False)
     source = kw.pop("source", None)
+    comm = _Comm(kw.pop("distributed", False))
     fit_kw = {k: kw.pop(k) for k in ("iters", "tol", "sample_size", "chunk_size", "n_init", "max_memory")
               if k in kw}
     if kw:
@@ -310,12 +347,13 @@ def stability(features, seeds=(0, 1, 2), *, first: Guidance | None = None, **kw)
         _check_args(s, args["iters"], args["tol"], args["sample_size"], args["chunk_size"], args["n_init"])
     ops, dev = _make_ops(features, device)
     src = _make_source(features, dev)
+    n, _ = comm.layout(src.n)
     if first is not None:
-        _check_first(first, seeds[0], src, args)
+        _check_first(first, seeds[0], src, n, args)
     with ops:
         fits = [] if first is None else [first]
         fits += [_fit(src, ops, s, args["iters"], float(args["tol"]), args["sample_size"], args["chunk_size"],
-                      args["n_init"], args["max_memory"], progress, source) for s in seeds[len(fits):]]
+                      args["n_init"], args["max_memory"], progress, source, comm) for s in seeds[len(fits):]]
 
         # one more pass: every seed's labels for every sample, compared with the first seed's
         centres = np.stack([g.centers.numpy() for g in fits], 1)  # (P, S, 2, C)
@@ -333,7 +371,7 @@ def stability(features, seeds=(0, 1, 2), *, first: Guidance | None = None, **kw)
                 is_att = near1 == (att[p0:p1, None, :] == 1)
                 same_cluster[p0:p1] += (near1 == near1[..., :1]).sum(1)
                 same_att[p0:p1] += (is_att == is_att[..., :1]).sum(1)
-    n = src.n
+    same_cluster, same_att = comm.sum(same_cluster, same_att)
     # with K = 2 the clusters of two fits match either as (0,0),(1,1) or swapped: take the better matching
     cluster_agreement = np.maximum(same_cluster, n - same_cluster) / n
     attentive_agreement = same_att / n
@@ -347,16 +385,16 @@ def stability(features, seeds=(0, 1, 2), *, first: Guidance | None = None, **kw)
     }
 
 
-def _check_first(first: Guidance, seed: int, src, args: dict) -> None:
+def _check_first(first: Guidance, seed: int, src, n: int, args: dict) -> None:
     """Refuse a reused first fit that fitting ``seed`` here would not have produced (other data or settings).
 
     The fit is a function of the data, the seed and these settings only (not of chunk_size, max_memory or
     how the input was chunked), so matching them is what makes reuse give the result a refit would."""
     if not isinstance(first, Guidance):
         raise TypeError(f"stability: first must be the Guidance of seed {seed}; got {type(first).__name__}")
-    want = {"seed": seed, "n": src.n, "channels": src.channels, "height": src.height, "width": src.width,
+    want = {"seed": seed, "n": n, "channels": src.channels, "height": src.height, "width": src.width,
             "iters": int(args["iters"]), "tol": float(args["tol"]),
-            "sample_size": min(int(args["sample_size"]), src.n), "n_init": int(args["n_init"])}
+            "sample_size": min(int(args["sample_size"]), n), "n_init": int(args["n_init"])}
     got = {k: first.meta.get(k) for k in want}
     diff = [f"{k}={got[k]!r} (here {want[k]!r})" for k in want if got[k] != want[k]]
     if diff:

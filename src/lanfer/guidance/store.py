@@ -278,18 +278,45 @@ class _ArraySource:
 
 
 class _StoreSource:
-    """A :class:`FeatureStore`, read in pieces and converted to float32 by the backend."""
+    """A :class:`FeatureStore`, read in pieces and converted to float32 by the backend.
 
-    resident = False
+    A float32 store held in RAM (not a memmap) is ``resident`` for the CPU backend: the fit reads its blocks
+    in place, without a copy (a copy of a position costs as much as a Lloyd pass over it)."""
 
-    def __init__(self, store: FeatureStore):
+    def __init__(self, store: FeatureStore, cpu: bool = True):
         self.store = store
+        self.on_disk = isinstance(store._data, np.memmap) and store.path is not None
+        if self.on_disk and store._data.mode != "r":
+            store._data.flush()  # the fit reads the file itself (see _pread): written rows must be in it
+        self.resident = cpu and store.dtype == np.float32 and not self.on_disk
         self.positions, self.n, self.channels = store.positions, store.n, store.channels
         self.height, self.width = store.height, store.width
         self.meta = store.meta
 
     def rows(self, p0, p1, n0, n1):
-        return self.store.read(p0, p1, n0, n1)
+        if not self.on_disk:
+            return self.store.array[p0:p1, n0:n1]  # a view
+        return self._pread(p0, p1, n0, n1)
+
+    def _pread(self, p0, p1, n0, n1) -> np.ndarray:
+        """Positions [p0, p1) x samples [n0, n1) read from the file with pread, not through the memmap: pages
+        read through a memory map count in the process's resident memory until it is unmapped, so a fit
+        over a 14.4 GB store would show a 14 GB RSS; read(2) leaves them to the page cache alone."""
+        st = self.store
+        n1 = min(n1, st.n)
+        out = np.empty((p1 - p0, max(0, n1 - n0), st.channels), st.dtype)  # (pb, n, C)
+        row = st.channels * st.dtype.itemsize
+        fd = os.open(st.path, os.O_RDONLY)
+        try:
+            for k, p in enumerate(range(p0, p1)):
+                want = out[k].nbytes
+                got = os.preadv(fd, [memoryview(out[k]).cast("B")], (p * st.capacity + n0) * row) if want else 0
+                if got != want:
+                    raise ValueError(f"feature store {str(st.path)!r}: read {got} of {want} bytes at position {p}, "
+                                     f"samples {n0}..{n1 - 1}: the file is shorter than its header says")
+        finally:
+            os.close(fd)
+        return out
 
     def gather(self, p0, p1, idx: np.ndarray):
         return np.asarray(self.store.array[p0:p1][:, idx])
@@ -333,7 +360,7 @@ def _make_source(features, device: torch.device | None):
     if isinstance(features, (str, os.PathLike)):
         features = FeatureStore.open(features)
     if isinstance(features, FeatureStore):
-        return _StoreSource(features)
+        return _StoreSource(features, cpu=device is None or device.type == "cpu")
     if isinstance(features, torch.Tensor) and device is not None and device.type != "cpu":
         if features.ndim != 4:
             raise ValueError(f"features must be (N, C, H, W); got shape {tuple(features.shape)}")

@@ -1,0 +1,71 @@
+"""What every benchmark prints first: the machine, since its figures mean little without it.
+
+    from _common import machine_header   # a script in benchmarks/ (its folder is on sys.path)
+    print(machine_header())
+
+The CPU model, whether it has the bfloat16 instructions (``amx_bf16``, ``avx512_bf16``) that make
+``train.amp: bf16`` pay on a CPU, the usable cores and load, python, torch and the GPU.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu, else /proc/cpuinfo, else what platform knows)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r"^Model name:\s*(.+)$", text, re.M)
+        if m:
+            return m[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:  # no lscpu (a slim container)
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if m:
+            return m[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        m = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return set(m[1].split()) if m else set()
+    except OSError:
+        return set()
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine_header() -> str:
+    """Several lines: CPU model, cores and load; bf16 instructions; python; torch, its threads and the GPU."""
+    flags = cpu_flags()
+    bf16 = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in BF16_FLAGS)
+    load = f"; load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    lines = [f"CPU: {cpu_model()}  ({usable_cpus()} usable of {os.cpu_count()} logical CPUs{load})",
+             f"bf16 instructions: {bf16}" + ("" if flags else " (no /proc/cpuinfo flags to read)"),
+             f"python {platform.python_version()} ({sys.executable})"]
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads, GPU: {gpu}")
+    except ImportError:
+        lines.append("torch: not importable from this interpreter")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(machine_header())
