@@ -8,6 +8,7 @@ single-process identity. Only rank 0 prints and writes files; metrics are summed
 """
 from __future__ import annotations
 
+import atexit
 import os
 import random
 
@@ -26,15 +27,13 @@ def setup(device_pref: str = "auto") -> tuple[torch.device, int, int]:
     device = resolve_device(device_pref, what="train.device")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        _OWNED.append(True)  # cleanup() destroys only a group that setup() created
+        # once per process, at exit: cross_validate trains several runs in one group
+        atexit.register(cleanup)
     if device.type == "cuda" and device.index is None and world > 1:
         # A bare "cuda" under torchrun means one GPU per process: this rank's LOCAL_RANK.
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     return device, rank, world
-
-
-_OWNED: list[bool] = []
 
 
 def is_main() -> bool:
@@ -94,7 +93,5 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Destroy the process group if :func:`setup` created it (a caller's own group is left alone)."""
-    if _OWNED and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
-        _OWNED.clear()

@@ -411,8 +411,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         names = ", ".join(list(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         log(f"warning: {len(bad)} images could not be decoded and were replaced by the next good image "
             f"(data.skip_bad=true): {names}")
-    dist.barrier()  # the other ranks wait for rank 0's test evaluation before the group goes
-    dist.cleanup()
+    dist.barrier()  # the other ranks wait for rank 0's test evaluation (and cross_validate's next fold)
     return metrics
 
 
