@@ -1,4 +1,5 @@
-"""DistributedDataParallel through lanfer's own training step: 2 gloo processes on the CPU.
+"""DistributedDataParallel through lanfer's own training step and its whole training job: 2 gloo processes on
+the CPU (a step; train() against 1 process at twice the batch; an exact 2-process resume; torchrun -m lanfer).
 
 The reference is a single process taking one step on the concatenation of the two ranks' batches: with
 gradients averaged across ranks (what DDP's backward hooks do when the step goes through the wrapper's
