@@ -1,4 +1,5 @@
-"""DistributedDataParallel through lanfer's own training step: 2 gloo processes on the CPU.
+"""DistributedDataParallel through lanfer's own training step and its whole training job: 2 gloo processes on
+the CPU (a step; train() against 1 process at twice the batch; an exact 2-process resume; torchrun -m lanfer).
 
 The reference is a single process taking one step on the concatenation of the two ranks' batches: with
 gradients averaged across ranks (what DDP's backward hooks do when the step goes through the wrapper's
@@ -49,6 +50,7 @@ def _guidance() -> Guidance:
 def _cfg() -> Config:
     cfg = Config()
     cfg.train.channels_last = False
+    cfg.train.amp = "none"  # fp32: the comparison is of DDP's arithmetic, not of bf16 rounding
     cfg.train.epochs = 1
     cfg.loss.alpha = 0.5
     return cfg
@@ -95,3 +97,178 @@ def test_ddp_step_equals_single_process_step_on_concatenated_batch(tmp_path):
         assert torch.allclose(r0["state"][k], v, atol=1e-5, rtol=1e-4), f"DDP step differs from 1 process on {k}"
         moved += int(not torch.equal(v, before[k]))
     assert moved > 10  # the step changed the weights, so equality above is not the trivial one
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole training job under DDP: lanfer.train.train in 2 gloo processes against 1 process at twice the batch
+
+
+def test_epoch_sampler_shards_one_global_order_and_keeps_single_process_orders(tiny_folder):
+    from lanfer.data import build_dataset
+    from lanfer.data.sampling import EpochSampler, balanced_weights
+
+    ds = build_dataset("imagefolder", tiny_folder, "train")  # 24 items
+    for balanced in (False, True):
+        one = EpochSampler(ds, seed=7, balanced=balanced).indices
+        g = torch.Generator().manual_seed(7)
+        torch_order = (list(torch.utils.data.WeightedRandomSampler(balanced_weights(ds), len(ds), generator=g))
+                       if balanced else list(torch.utils.data.RandomSampler(ds, generator=g)))
+        assert one == torch_order  # single-process runs keep the order they had before DDP sharding
+        for world in (2, 5):  # 5 does not divide 24: the order wraps to 25
+            shares = [EpochSampler(ds, seed=7, balanced=balanced, rank=r, world=world).indices for r in range(world)]
+            assert {len(s) for s in shares} == {-(-24 // world)}
+            dealt = [shares[i % world][i // world] for i in range(len(shares[0]) * world)]
+            assert dealt == (one + one)[:len(dealt)]
+    with pytest.raises(ValueError, match="rank 2"):
+        EpochSampler(ds, seed=0, rank=2, world=2)
+
+
+PER_RANK = 3
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every BatchNorm2d replaced by Identity (see _train_cfg)."""
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], torch.nn.Identity())
+    return model
+
+
+def _train_cfg(root, guidance_path, batch: int, **train) -> dict:
+    """A LAN run on 24 images at 32 px, with nothing that makes a sample's gradient depend on its batch-mates
+    or on its rank: no augmentation (each rank draws its own augmentation RNG), no dropout, and no BatchNorm
+    (train_worker swaps it for Identity: DDP normalises with each rank's own batch statistics, as torch does
+    unless SyncBatchNorm is asked for, and torch's SyncBatchNorm runs on GPUs only)."""
+    return {"model": {"name": "lan_resnet18", "head_widths": [8, 8, 8]},
+            "data": {"name": "imagefolder", "root": str(root), "image_size": 32, "num_workers": 0, "augment": False},
+            "loss": {"alpha": 0.5}, "guidance": {"path": str(guidance_path)},
+            "train": {"epochs": 2, "batch_size": batch, "lr": 0.002, "warmup_epochs": 0.5, "amp": "none",
+                      "channels_last": False, "progress": False, "device": "cpu", **train}}
+
+
+def train_worker(rank: int, world: int, port: int, cfg: dict, out: str, resume: bool) -> None:
+    """One process of a torchrun-like launch: the environment torchrun sets, then lanfer's train()."""
+    import os
+
+    import lanfer.train as lt
+    from lanfer.config import config_from_dict
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    build = lt.create_model
+    lt.create_model = lambda *a, **kw: _no_bn(build(*a, **kw))
+    try:
+        lt.train(config_from_dict(cfg), out=out, resume=resume, progress=False)
+    finally:
+        lt.create_model = build  # the 1-process run is this very process
+
+
+def _run(world: int, cfg: dict, out, resume: bool = False) -> None:
+    if world == 1:
+        train_worker(0, 1, 0, cfg, str(out), resume)
+    else:
+        mp.spawn(train_worker, args=(world, _free_port(), cfg, str(out), resume), nprocs=world, join=True)
+
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    from lanfer.checkpoint import load_training_state
+
+    return load_training_state(run / "last.ckpt")["model"]
+
+
+def _records(run) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """The reference runs: 2 processes at batch 3 each, and 1 process at batch 6, 2 epochs of 4 steps."""
+    import os
+
+    from conftest import make_imagefolder  # the tiny_folder fixture's builder, here for a module-scoped fixture
+
+    tmp = tmp_path_factory.mktemp("ddp")
+    root = make_imagefolder(tmp / "data")
+    gpath = _guidance().save(tmp / "guidance.safetensors")
+    os.environ.pop("WORLD_SIZE", None)
+    runs = {"root": root, "guidance": gpath, "two": tmp / "two", "one": tmp / "one"}
+    _run(2, _train_cfg(root, gpath, PER_RANK), runs["two"])
+    _run(1, _train_cfg(root, gpath, 2 * PER_RANK), runs["one"])
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(k, None)  # the 1-process run set them in this process
+    return runs
+
+
+@pytest.mark.slow
+def test_two_process_training_equals_one_process_at_twice_the_batch(ddp_runs):
+    two, one = _weights(ddp_runs["two"]), _weights(ddp_runs["one"])
+    lanfer.distributed.seed_everything(0)  # train()'s initialisation
+    init = _no_bn(lanfer.create_model("lan_resnet18", num_classes=3, head_widths=(8, 8, 8))).state_dict()
+    moved = 0
+    for k, v in one.items():
+        assert torch.allclose(two[k], v, atol=1e-5, rtol=1e-4), f"{k}: max diff {(two[k] - v).abs().max()}"
+        moved += int(not torch.allclose(v, init[k], atol=1e-4, rtol=1e-3))
+    assert moved > len(one) * 3 // 4  # 8 steps moved most tensors far beyond the tolerance above
+    r2, r1 = _records(ddp_runs["two"]), _records(ddp_runs["one"])
+    assert len(r2) == len(r1) == 2  # rank 0 alone wrote metrics.jsonl
+    for a, b in zip(r2, r1):
+        assert a["train_images"] == b["train_images"] == 24  # counts summed over ranks
+        assert a["step"] == b["step"]
+        for key in ("train_loss", "train_ce", "train_bce", "train_accuracy", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key  # means over both ranks' samples
+
+
+@pytest.mark.slow
+def test_two_process_resume_continues_exactly(ddp_runs, tmp_path):
+    cut = tmp_path / "cut"
+    cfg = _train_cfg(ddp_runs["root"], ddp_runs["guidance"], PER_RANK)
+    _run(2, {**cfg, "train": {**cfg["train"], "max_steps": 4}}, cut)  # stopped after epoch 1 of 2
+    assert [r["epoch"] for r in _records(cut)] == [1]
+    _run(2, cfg, cut, resume=True)
+    assert [r["epoch"] for r in _records(cut)] == [1, 2]
+    whole = _weights(ddp_runs["two"])
+    for k, v in _weights(cut).items():
+        assert torch.equal(v, whole[k]), f"{k}: the resumed run differs by {(v - whole[k]).abs().max()}"
+    assert _records(cut)[1] == _records(ddp_runs["two"])[1] | {"images_per_s": _records(cut)[1]["images_per_s"]}
+
+
+@pytest.mark.slow
+def test_torchrun_launches_lanfer_train(tiny_folder, tmp_path):
+    """`torchrun -m lanfer train` end to end, with BatchNorm and the default precision: one log, one set of files."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+model: {{name: resnet18}}
+data: {{name: imagefolder, root: {tiny_folder}, image_size: 32, num_workers: 0, balanced_sampling: true}}
+train: {{epochs: 1, batch_size: 4, lr: 0.01, channels_last: false}}
+""")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "lanfer", "train", str(cfg), "--out", str(run), "--no-progress"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("epoch 1/1") == 1  # rank 0 alone prints
+    assert "2 processes on cpu" in p.stdout
+    (record,) = _records(run)
+    assert record["train_images"] == 24 and record["step"] == 3  # 24 balanced draws dealt to 2 ranks of batch 4
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n"] == 24 and metrics["precision"] == record["precision"]

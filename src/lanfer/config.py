@@ -116,7 +116,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_steps: int | None = None  # stop after this many optimisation steps (smoke tests, benchmarks)
     channels_last: bool = True
-    amp: bool = False  # bf16 autocast (GPU)
+    # autocast precision: "auto" (bf16 on a GPU with bf16 or a CPU with AMX-BF16, else fp32; lanfer.precision),
+    # "bf16", "fp16" (with a gradient scaler) or "none" (fp32). Older configs' true/false mean bf16/none.
+    amp: bool | str = "auto"
+    compile: bool = False  # torch.compile the training forward (first steps pay the compile time)
     device: str = "auto"
     log_every: int = 20
     tensorboard: bool = False
@@ -334,6 +337,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 AUGMENT_MODES = ("full", "flip", "none")
 
 
+def amp_mode(value: bool | str) -> str:
+    """``train.amp`` as one of :data:`lanfer.precision.AMP_MODES` (an older config's ``true`` is ``"bf16"``, the
+    precision it meant, and ``false`` is ``"none"``)."""
+    from .precision import AMP_MODES
+
+    if isinstance(value, bool):
+        return "bf16" if value else "none"
+    if value not in AMP_MODES:
+        raise ConfigError(f"train.amp={value!r} is not one of {', '.join(AMP_MODES)} (true/false: bf16/none)")
+    return value
+
+
 def augment_mode(value: bool | str) -> str:
     """``data.augment`` as one of :data:`AUGMENT_MODES` (``True`` is ``"full"``, ``False`` is ``"none"``)."""
     if isinstance(value, bool):
@@ -357,6 +372,7 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     augment_mode(cfg.data.augment)
+    cfg.train.amp = amp_mode(cfg.train.amp)
     if not isinstance(cfg.data.crop, dict):
         raise ConfigError(f"data.crop={cfg.data.crop!r} must be a mapping (kind, margin, shift_y, like)")
     from .info import FaceCrop, InfoError

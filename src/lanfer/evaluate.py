@@ -99,8 +99,12 @@ def _natural(item):
 
 @torch.no_grad()
 def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                   channels_last: bool = False, progress: bool = False):
-    """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets, preds, probs, metas)."""
+                   channels_last: bool = False, progress: bool = False, precision: str = "fp32"):
+    """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets, preds, probs, metas).
+
+    ``precision`` (``fp32``, ``bf16``, ``fp16``) is the autocast of :mod:`lanfer.precision`; training evaluates
+    in its own precision."""
+    from .precision import autocast
     from .progress import progress_bar
 
     model.eval()
@@ -109,7 +113,8 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.dev
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        p = model(images).float().softmax(dim=1).cpu()  # (B, K)
+        with autocast(precision, torch.device(device)):
+            p = model(images).float().softmax(dim=1).cpu()  # (B, K)
         if labels.ndim == 2:  # soft labels: evaluate against the most-voted class
             labels = labels.argmax(dim=1)
         targets.append(labels.cpu())
@@ -121,9 +126,10 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     return (torch.cat(targets).numpy(), torch.cat(preds).numpy(), torch.cat(probs).numpy(), metas)
 
 
-def evaluate(model, loader, classes, device="cpu", group_by=None, channels_last=False, progress=False) -> dict:
+def evaluate(model, loader, classes, device="cpu", group_by=None, channels_last=False, progress=False,
+             precision: str = "fp32") -> dict:
     """Evaluate a model on a loader; returns the metrics dict of :func:`summarize`."""
-    t, p, _, metas = predict_loader(model, loader, device, channels_last, progress)
+    t, p, _, metas = predict_loader(model, loader, device, channels_last, progress, precision)
     return summarize(t, p, classes, metas, group_by)
 
 

@@ -35,14 +35,15 @@ from torch.utils.data import DataLoader
 from . import distributed as dist
 from .checkpoint import (CheckpointError, load_state, load_training_state, save_model, save_training_state)
 from .cluster import fit_guidance_for
-from .config import Config, ConfigError, resolve_num_classes, resolve_workers
+from .config import Config, ConfigError, amp_mode, resolve_num_classes, resolve_workers
 from .data import EvalPreset, TrainPreset, build_dataset_from_config, collate
 from .distributed import log, seed_everything
-from .evaluate import evaluate, format_metrics, write_metrics
+from .evaluate import evaluate, format_metrics, predict_loader, summarize, write_metrics
 from .guidance import Guidance
 from .losses import lan_loss
 from .info import FaceCrop, ModelInfo
 from .model import create_model, model_kwargs_from_config
+from .precision import autocast, grad_scaler, resolve_precision
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -77,24 +78,15 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
 
 
 def make_sampler(cfg: Config, dataset, epoch: int):
-    """The one place the training sampler is chosen: shuffled, class-balanced, and/or distributed.
+    """The one place the training sampler is chosen: shuffled or class-balanced, this rank's share of it.
 
-    Seeded from ``seed * 1000 + epoch`` so the order is a function of the epoch alone (exact resume)."""
-    g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    if cfg.data.balanced_sampling:
-        from .data.sampling import balanced_sampler
+    Seeded from ``seed * 1000 + epoch`` so the order is a function of the epoch alone (exact resume), and drawn
+    for the whole epoch before it is dealt to ranks, so N processes at batch B take the steps of one process at
+    batch N*B (:class:`~lanfer.data.sampling.EpochSampler`)."""
+    from .data.sampling import EpochSampler
 
-        if dist.world_size() > 1:
-            # each rank draws its own share of the oversampled epoch, from its own stream
-            rank = torch.distributed.get_rank()
-            g = torch.Generator().manual_seed((cfg.seed * 1000 + epoch) * 1009 + rank)
-            return balanced_sampler(dataset, num_samples=len(dataset) // dist.world_size(), generator=g)
-        return balanced_sampler(dataset, generator=g)
-    if dist.world_size() > 1:
-        s = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
-        s.set_epoch(epoch)
-        return s
-    return torch.utils.data.RandomSampler(dataset, generator=g)
+    return EpochSampler(dataset, seed=cfg.seed * 1000 + epoch, balanced=cfg.data.balanced_sampling,
+                        rank=dist.rank(), world=dist.world_size())
 
 
 def make_loader(cfg: Config, dataset, train: bool, epoch: int = 0) -> DataLoader:
@@ -104,7 +96,7 @@ def make_loader(cfg: Config, dataset, train: bool, epoch: int = 0) -> DataLoader
                               persistent_workers=False)
     if train:
         kw["sampler"] = make_sampler(cfg, dataset, epoch)
-        kw["drop_last"] = len(dataset) > cfg.train.batch_size
+        kw["drop_last"] = len(kw["sampler"]) > cfg.train.batch_size
         kw["generator"] = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)  # worker seeds
     return DataLoader(dataset, **kw)
 
@@ -187,7 +179,10 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, guidance: Guidance | None,
-                    frozen: torch.nn.Module | None, epoch: int, step: int, progress: bool) -> tuple[dict, int]:
+                    frozen: torch.nn.Module | None, epoch: int, step: int, progress: bool,
+                    scaler: torch.amp.GradScaler | None = None) -> tuple[dict, int]:
+    """One epoch of optimisation steps in ``cfg.train.amp``'s precision; returns (metrics reduced over ranks,
+    step). ``scaler`` carries fp16's loss scale from epoch to epoch (and through last.ckpt)."""
     from .progress import progress_bar
 
     model.train()
@@ -197,7 +192,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
     seen = 0
     t0 = time.perf_counter()
     use_guidance = guidance is not None and cfg.loss.alpha > 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp)
+    precision, _ = resolve_precision(amp_mode(cfg.train.amp), device)
+    scaler = scaler if scaler is not None else grad_scaler(precision, device)
     bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", enabled=progress, leave=False)
     for images, labels, _ in bar:
         if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
@@ -206,7 +202,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
         labels = labels.to(device, non_blocking=True)
         if cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        with autocast(precision, device):
             # through the (possibly DDP-wrapped) model's own forward: DDP's backward hooks average gradients
             out = model(images, return_maps=True)
         gmap = None
@@ -220,8 +216,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
             raise FloatingPointError(f"loss became {total.item()} at step {step}; lower train.lr "
                                      f"(now {cfg.train.lr}) or check the data")
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        scaler.scale(total).backward()  # the identity unless fp16
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         step += 1
         b = images.shape[0]
@@ -240,7 +237,20 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
             "train_bce": counts[2].item() / n, "train_accuracy": counts[3].item() / n,
             "train_guidance_frac": counts[4].item() / n,
             "train_images": int(counts[5].item()), "images_per_s": counts[5].item() / max(dt, 1e-9),
-            "lr": scheduler.get_last_lr()[0]}, step
+            "lr": scheduler.get_last_lr()[0], "precision": precision}, step
+
+
+def validate(model: torch.nn.Module, dataset, cfg: Config, classes: list[str], device, precision: str) -> dict:
+    """Validation metrics of ``model`` on ``dataset``: each rank predicts its share (items ``rank, rank + world,
+    ...``), and the predictions of all ranks are gathered, so every rank returns the whole set's metrics."""
+    world = dist.world_size()
+    part = dataset if world == 1 else torch.utils.data.Subset(dataset, range(dist.rank(), len(dataset), world))
+    targets = preds = np.zeros(0, dtype=np.int64)
+    if len(part):
+        targets, preds, _, _ = predict_loader(model, make_loader(cfg, part, False), device,
+                                              channels_last=cfg.train.channels_last, precision=precision)
+    shares = dist.all_gather_objects((targets, preds))
+    return summarize(np.concatenate([t for t, _ in shares]), np.concatenate([p for _, p in shares]), classes)
 
 
 def train(cfg: Config, out: str | Path | None = None, resume: bool = False, progress: bool | None = None) -> dict:
@@ -252,6 +262,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
     cfg.out = str(out)
     progress = cfg.train.progress if progress is None else progress
     device, rank, world = dist.setup(cfg.train.device)
+    precision, why = resolve_precision(amp_mode(cfg.train.amp), device)
     progress = progress and dist.is_main()
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -292,7 +303,13 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         if cfg.guidance.source == "frozen":
             frozen = copy.deepcopy(model.backbone).eval().requires_grad_(False)
 
+    log(f"precision: {precision} ({why}); channels_last {cfg.train.channels_last}; compile {cfg.train.compile}; "
+        f"{world} process{'es' * (world > 1)} on {device}")
+    if precision == "fp16" and device.type == "cpu":
+        log("warning: fp16 on a CPU runs in torch but without native fp16 arithmetic (a ResNet-18 step measured "
+            "~40x slower than fp32 on an AMX Xeon); train.amp=bf16 or none is the CPU's choice")
     optimizer = build_optimizer(model, cfg)
+    scaler = grad_scaler(precision, device)
     steps_per_epoch = max(1, len(make_loader(cfg, data["train"], True)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
     start_epoch, step, best = 0, 0, -1.0
@@ -305,10 +322,15 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         start_epoch, step, best = state["epoch"], state["step"], state["best"]
         if frozen is not None and "frozen" in state:
             frozen.load_state_dict(state["frozen"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         log(f"resumed from {out / 'last.ckpt'} at epoch {start_epoch} (step {step})")
-    ddp_model = model
+    step_model = model  # what the training step calls: DDP's wrapper and/or the compiled graph; `model` is saved
     if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        step_model = torch.compile(step_model)  # compiles lazily, on the first steps
 
     writer = None
     if cfg.train.tensorboard and dist.is_main():
@@ -329,12 +351,12 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
             if dist.is_main():
                 guidance.save(gpath)
         loader = make_loader(cfg, data["train"], True, epoch)
-        record, step = train_one_epoch(ddp_model, loader, optimizer, scheduler, cfg, device, guidance, frozen,
-                                       epoch, step, progress)
+        record, step = train_one_epoch(step_model, loader, optimizer, scheduler, cfg, device, guidance, frozen,
+                                       epoch, step, progress, scaler=scaler)
         record = {"epoch": epoch + 1, "step": step, **record}
+        dist.broadcast_buffers(model)  # rank 0's BatchNorm statistics: the ones saved below
         if "val" in data:
-            m = evaluate(model, make_loader(cfg, data["val"], False), classes, device,
-                         channels_last=cfg.train.channels_last, group_by=())
+            m = validate(model, data["val"], cfg, classes, device, precision)
             record.update(val_accuracy=m["accuracy"], val_mean_class_accuracy=m["mean_class_accuracy"])
             score = m["accuracy"]
         else:
@@ -347,7 +369,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
                 fh.write(json.dumps(record) + "\n")
             if writer is not None:
                 for k, v in record.items():
-                    writer.add_scalar(k, v, epoch + 1)
+                    if isinstance(v, (int, float)):  # not the precision's name
+                        writer.add_scalar(k, v, epoch + 1)
             if improved:
                 save_model(out / "best.safetensors", model, model_info(cfg, classes))
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -355,11 +378,13 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
                      "config": cfg.to_dict()}
             if frozen is not None:
                 state["frozen"] = frozen.state_dict()
+            if scaler.is_enabled():
+                state["scaler"] = scaler.state_dict()
             save_training_state(out / "last.ckpt", state)
         log(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f} (ce {record['train_ce']:.4f}, "
             f"bce {record['train_bce']:.4f})  train acc {100 * record['train_accuracy']:.1f}%"
             + (f"  val acc {100 * record['val_accuracy']:.2f}%" if "val_accuracy" in record else "")
-            + f"  {record['images_per_s']:.0f} img/s")
+            + f"  {record['images_per_s']:.0f} img/s ({precision})")
     if writer is not None:
         writer.close()
     dist.barrier()
@@ -373,8 +398,9 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
 
         load_state(model, load_file(str(out / "best.safetensors")), where=str(out / "best.safetensors"))
         metrics = evaluate(model, make_loader(cfg, data["test"], False), classes, device,
-                           channels_last=cfg.train.channels_last)
+                           channels_last=cfg.train.channels_last, precision=precision)
         metrics["split"] = cfg.data.test_split
+        metrics["precision"] = precision
         metrics["run"] = str(out)
         write_metrics(metrics, out / "metrics.json")
         log(format_metrics(metrics, f"test ({cfg.data.test_split}) with best.safetensors:"))
@@ -385,6 +411,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         names = ", ".join(list(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         log(f"warning: {len(bad)} images could not be decoded and were replaced by the next good image "
             f"(data.skip_bad=true): {names}")
+    dist.barrier()  # the other ranks wait for rank 0's test evaluation (and cross_validate's next fold)
     return metrics
 
 

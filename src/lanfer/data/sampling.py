@@ -31,3 +31,38 @@ def balanced_sampler(dataset, num_samples: int | None = None,
         raise ValueError("balanced_sampler: the dataset is empty")
     weights = balanced_weights(dataset)
     return WeightedRandomSampler(weights, num_samples or len(dataset), replacement=True, generator=generator)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """One epoch's training order, the same whatever the number of processes; this rank's share of it.
+
+    The epoch's global order is drawn from a generator seeded with ``seed`` alone: a permutation of the
+    dataset, or (``balanced``) ``len(dataset)`` class-balanced draws with replacement (:func:`balanced_weights`).
+    It is padded by wrapping to a multiple of ``world`` and dealt out round-robin: rank ``r`` takes items
+    ``r, r + world, ...``. So the ``k``-th batches of the ``world`` ranks together hold exactly the items of the
+    ``k``-th batch of a single process whose batch is ``world`` times larger, and a DDP run with gradients
+    averaged over ranks takes the single process's steps. With ``world=1`` the order is the one
+    :class:`~torch.utils.data.RandomSampler` / :class:`~torch.utils.data.WeightedRandomSampler` draw from the
+    same generator, so single-process runs keep their order.
+    """
+
+    def __init__(self, dataset, seed: int, balanced: bool = False, rank: int = 0, world: int = 1):
+        n = len(dataset)
+        if n == 0:
+            raise ValueError("EpochSampler: the dataset is empty")
+        if not 0 <= rank < world:
+            raise ValueError(f"EpochSampler: rank {rank} is not in 0..{world - 1}")
+        g = torch.Generator().manual_seed(seed)
+        if balanced:
+            order = torch.multinomial(balanced_weights(dataset), n, replacement=True, generator=g)  # (N,)
+        else:
+            order = torch.randperm(n, generator=g)  # (N,)
+        per_rank = -(-n // world)
+        order = order.repeat(-(-per_rank * world // n))[: per_rank * world]  # wrap-padded to world * per_rank
+        self.indices: list[int] = order[rank::world].tolist()
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
