@@ -13,13 +13,14 @@ import platform
 import re
 import subprocess
 import sys
-from pathlib import Path
+
+from lanfer.precision import cpu_info
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def cpu_model() -> str:
-    """The CPU's model name (lscpu, else /proc/cpuinfo, else what platform knows)."""
+    """The CPU's model name as lscpu prints it, else lanfer's own reading of /proc/cpuinfo."""
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         m = re.search(r"^Model name:\s*(.+)$", text, re.M)
@@ -27,22 +28,13 @@ def cpu_model() -> str:
             return m[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    try:  # no lscpu (a slim container)
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if m:
-            return m[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info()[0]  # no lscpu (a slim container)
 
 
 def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        m = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        return set(m[1].split()) if m else set()
-    except OSError:
-        return set()
+    """The CPU feature flags (empty where /proc/cpuinfo has none, e.g. macOS): the same reading that
+    ``train.amp: auto`` decides by (``lanfer.precision.cpu_info``)."""
+    return set(cpu_info()[1])
 
 
 def usable_cpus() -> int:

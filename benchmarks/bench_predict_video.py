@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lanfer.faces.detect import MTCNNDetector
+from _common import machine_header  # noqa: E402  (benchmarks/ is on sys.path)
 from lanfer.precision import hardware_line
 from lanfer.predict import Predictor
 
@@ -78,7 +79,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     photo, what = default_photo()
-    print(hardware_line())
+    print(machine_header())
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "faces.mp4"
         w, h = write_video(photo, video, a.frames, a.width)

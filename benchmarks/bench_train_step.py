@@ -20,6 +20,7 @@ import torch
 
 import lanfer
 from lanfer.guidance import fit_guidance
+from _common import machine_header  # noqa: E402  (benchmarks/ is on sys.path)
 from lanfer.precision import autocast, grad_scaler, hardware_line
 
 
@@ -90,7 +91,7 @@ def main() -> None:
         feats = lanfer.create_model("resnet18").to(device).eval().forward_features(x[: min(a.batch, 32)])
     guidance = fit_guidance(feats.float().cpu(), seed=0)  # assign() moves its planes to the features' device
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
-    print(hardware_line() + (f" | GPU {gpu}" if gpu else ""))
+    print(machine_header())
     print(f"device {device}  size {a.size}  batch {a.batch}  channels_last {not a.no_channels_last}  "
           f"steps {a.steps} after {a.warmup} warm-up, best of {a.rounds} rounds")
     results = []

@@ -80,6 +80,12 @@ def _predict(out: str) -> str:
     return "ms/face: " + "; ".join(f"{b} {' '.join(v)}" for b, v in per.items())
 
 
+def _predict_video(out: str) -> str:
+    share = re.search(r"^detector share of wall time.*", out, re.M)[0]
+    batched = re.search(r"^batched detection .*", out, re.M)[0]
+    return f"{share}; {batched}"
+
+
 def _separability(out: str) -> str:
     res = json.loads(out[out.index("{"):])
     frontal = sum(res["frontal_only_test_accuracy"]) / len(res["frontal_only_test_accuracy"])
@@ -111,6 +117,9 @@ BENCHES = [
     Bench("bench_loader.py", ["--n", "400", "--workers", "0"], _loader),
     Bench("bench_predict.py", ["--batches", "1,8", "--reps", "3", "--warmup", "1", "--photo-reps", "1",
                                "--threads", "1"], _predict),
+    # needs the face-api photos (tests fetch them) or falls back to what the script says; 8 frames, 2 per call
+    Bench("bench_predict_video.py", ["--frames", "8", "--width", "480", "--window", "4", "--threads", "1"],
+          _predict_video),
     Bench("bench_synth_separability.py", ["--identities", "8", "--size", "64", "--pixels", "16"], _separability),
     # its sets are fixed (the demo's two at 112 px, then --size); the largest single item here (~1-2 min)
     Bench("bench_synth_speed.py", ["--size", "64"], _synth_speed),
