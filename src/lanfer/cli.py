@@ -256,10 +256,11 @@ def _add_predict(sub) -> None:
         # `lanfer predict CKPT INPUT...`, the original form, still works: a model file first is the model
         if model is None and len(inputs) > 1 and str(inputs[0]).endswith((".safetensors", ".onnx")):
             model, inputs = inputs[0], inputs[1:]
-        _, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
+        table, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
                                  detect=not a.no_detect, every_nth_frame=a.every_nth_frame,
                                  batch_size=a.batch_size, device=a.device, onnx=a.onnx, progress=not a.no_progress)
         print(summary)
+        return 1 if table["status"].str.startswith("error").any() else 0  # some input could not be read
 
     p.set_defaults(func=run)
 
@@ -370,7 +371,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     try:  # both import torch; where it is missing, no command that could raise them runs
         from .checkpoint import CheckpointError
         from .guidance import GuidanceError
-        errors += [CheckpointError, GuidanceError]
+        from .train import NonFiniteLossError
+        errors += [CheckpointError, GuidanceError, NonFiniteLossError]
     except ImportError:
         pass
     return tuple(errors)

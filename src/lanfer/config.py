@@ -211,11 +211,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((str(k) for k in set(data) - names), key=str)
     if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}{_nearest(unknown[0], names, prefix)}; "
+                          f"valid keys here: {', '.join(sorted(names))}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -226,6 +225,16 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         else:
             kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name)
     return cls(**kwargs)
+
+
+def _nearest(key: str, names: set[str], prefix: str = "") -> str:
+    """`` (did you mean 'train.lr'?)`` for a mistyped key, or nothing when no valid key is close."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    if not close and key.lower() in {n.lower() for n in names}:
+        close = [n for n in names if n.lower() == key.lower()]
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 def _parse_scalar(text: str) -> Any:
@@ -243,9 +252,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=0.01)")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: {key.strip()!r} is not a dotted key such as train.lr")
         node = data
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:  # absent, or an empty section in the YAML file (`train:` alone)
+                node[p] = {}
+            node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
         node[parts[-1]] = _parse_scalar(text)
@@ -357,6 +370,14 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     augment_mode(cfg.data.augment)
+    import math
+
+    for section in (cfg.model, cfg.data, cfg.loss, cfg.guidance, cfg.train):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # YAML's .nan / .inf
+                raise ConfigError(f"{type(section).__name__[:-len('Config')].lower()}.{f.name}={value} must be "
+                                  "a finite number")
     if not isinstance(cfg.data.crop, dict):
         raise ConfigError(f"data.crop={cfg.data.crop!r} must be a mapping (kind, margin, shift_y, like)")
     from .info import FaceCrop, InfoError

@@ -188,8 +188,8 @@ def restrict_to_list(ds: FERDataset, path: str | Path, skip_bad: bool | None = N
     if missing:
         # how many and which: a subset that silently shrinks would change the numbers it reports
         shown = "; ".join(missing[:20]) + (f"; and {len(missing) - 20} more" if len(missing) > 20 else "")
-        warnings.warn(f"{path}: {len(entries)} entries, {len(chosen)} matched; skipped {len(missing)} whose image "
-                      f"is not in {ds.name}: {shown}", stacklevel=2)
+        warnings.warn(f"{path}: skipped {len(missing)} entries whose image is not in {ds.name} ({len(entries)} "
+                      f"entries, {len(chosen)} matched): {shown}", stacklevel=2)
     if mismatches:
         warnings.warn(f"{path}: {len(mismatches)} list labels disagree with {ds.name}'s labels; keeping the "
                       f"dataset's (e.g. {'; '.join(mismatches[:3])})", stacklevel=2)
