@@ -334,7 +334,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{where}: not valid YAML: {e}") from None
+            raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(e)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections (model:, data:, ...)")
     try:
@@ -342,6 +342,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ConfigError as e:
         where = f"{path}: " if path else ""
         raise ConfigError(where + str(e)) from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what the YAML parser objects to and where (its own message spans four, with a caret)."""
+    mark = getattr(error, "problem_mark", None)
+    what = " ".join(str(x) for x in (getattr(error, "context", None), getattr(error, "problem", None)) if x)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return (what or str(error).splitlines()[0]) + where
 
 
 AUGMENT_MODES = ("full", "flip", "none")
