@@ -60,7 +60,10 @@ def load_image(path: str | Path) -> Image.Image:
         raise
     except FileNotFoundError:
         raise DataError(f"image file {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+    except Image.DecompressionBombError as e:  # Pillow refuses above twice its own limit, while opening
+        raise DataError(f"image file {str(path)!r} declares more pixels than the limit of {MAX_IMAGE_PIXELS:,} "
+                        f"(a decompression bomb, or set LANFER_MAX_IMAGE_PIXELS): {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             EOFError) as e:
         raise DataError(f"image file {str(path)!r} could not be decoded ({e}); remove or replace it, "
                         "or pass --skip-bad / data.skip_bad=true to skip such files") from None
