@@ -310,7 +310,11 @@ def _find_config(path: str | Path) -> tuple[str, str]:
     """
     p = Path(path)
     if p.is_file():
-        return str(p), p.read_text()
+        try:
+            return str(p), p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); a config is a YAML text "
+                              "file") from None
     found = packaged_configs()
     name = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
     bare = len(p.parts) == 1
