@@ -111,7 +111,7 @@ def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
     """``(line number, cells)`` of a CSV label file, with BOM, CRLF, quoted newlines (the line a row starts
-    on is given), and malformed CSV (a NUL byte, bytes that are not UTF-8) raised as :class:`DataError`."""
+    on is given), and what the csv module refuses or bytes that are not UTF-8 raised as :class:`DataError`."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         start = 1
@@ -132,7 +132,8 @@ def entry_path(base: Path, name: str) -> tuple[Path | None, str | None]:
     since ``base`` is resolved too)."""
     if "\0" in name:
         return None, f"path {name!r} contains a NUL byte"
-    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    drive = len(name) > 2 and name[0].isalpha() and name[1] == ":" and name[2] in "/\\"  # C:\ on Windows
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or drive:
         return None, f"path {name!r} is absolute; entries must be relative to {str(base)!r}"
     root = os.path.normpath(base)
     joined = os.path.normpath(os.path.join(root, name))
