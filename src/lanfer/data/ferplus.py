@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 
 from ._common import (DirIndex, Issues, OfficialDataset, OfficialSample, check_classes, check_options, count,
@@ -248,9 +249,10 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
             issues.bad(f"{where}: vote counts {cells[2:]} are not 10 non-negative numbers")
             continue
         if name in seen:
-            issues.bad(f"{where}: image {name!r} is listed again (first at line {seen[name]})")
-            continue
-        seen[name] = line_no
+            # Microsoft's own file repeats 4 names (3 in Training, 1 in PrivateTest) and the published counts
+            # include them, so they are kept, but never silently: counted and named in the report and a warning
+            report.setdefault("duplicates", []).append(f"{where}: {name!r} repeats line {seen[name]}")
+        seen.setdefault(name, line_no)
         if image_dir is not None:
             safe, why = entry_path(image_dir, name)
             if safe is None:
@@ -276,6 +278,9 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
     if kaggle is not None:
         pixels, samples = _pixels_from_kaggle(kaggle, rows, wanted, samples, issues)
     issues.finish(report)
+    if report.get("duplicates"):
+        warnings.warn(f"ferplus {labels}: {len(report['duplicates'])} image names of split {usage} appear twice and "
+                      f"are kept as the release has them: {'; '.join(report['duplicates'])}", stacklevel=3)
     ds = OfficialDataset(samples, FERPLUS_CLASSES, transform, name="ferplus", skip_bad=skip_bad,
                          root=labels.parent, report=report, pixels=pixels)
     ds.excluded = excluded
