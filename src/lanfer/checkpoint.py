@@ -133,7 +133,7 @@ TRAINING_STATE_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "epo
 
 def load_training_state(path: str | Path, map_location="cpu") -> dict[str, Any]:
     """Read ``last.ckpt`` with ``weights_only=True`` (tensors and plain containers only: a pickled object,
-    and so any code in the file, is refused) and check it holds a training state's entries."""
+    and so any code in the file, is refused) and check the training state's entries it holds have their types."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no training state at {str(path)!r}; --resume needs RUN_DIR/last.ckpt from "
@@ -147,11 +147,11 @@ def load_training_state(path: str | Path, map_location="cpu") -> dict[str, Any]:
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a lanfer training state (a dict with "
                               f"{', '.join(TRAINING_STATE_KEYS)})")
     for key, kind in TRAINING_STATE_KEYS.items():
-        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-            raise CheckpointError(f"{path}: the training state's {key!r} entry is missing or not a "
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            raise CheckpointError(f"{path}: the training state's {key!r} entry is not a "
                                   f"{getattr(kind, '__name__', 'number')} (found {type(state.get(key)).__name__}); "
                                   "was it written by lanfer train?")
-    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+    if not all(isinstance(v, torch.Tensor) for v in state.get("model", {}).values()):
         raise CheckpointError(f"{path}: the training state's model entry is not a state dict of tensors")
     return state
 

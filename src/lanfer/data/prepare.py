@@ -142,13 +142,16 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
             info["splits"] = previous.get("splits", {})  # keep splits written earlier with the same settings
             info["classes"] = previous.get("classes")
     info["out"] = str(out)
-    # Crash safety: the splits about to be written leave info.json *before* any of their files is replaced,
-    # and each returns only once all its files are in place. A run killed half-way leaves a cache that
-    # says which splits it lacks (`writing`), never one whose info.json vouches for half-written files.
+    # Crash safety: an existing info.json first loses the splits about to be rewritten (before any of their
+    # files is replaced) and gets each back once all its files are in place, so a run killed half-way leaves
+    # a cache that says which splits it lacks (`writing`), never one that vouches for half-written files. A
+    # new cache has no info.json until the end, and a cache without one is never read.
+    progressive = old.is_file()
     for split in splits:
         info["splits"].pop(split, None)
     info["writing"] = list(splits)
-    _write_info(out, info)
+    if progressive:
+        _write_info(out, info)
     for split in splits:
         ds = build_dataset_from_config(cfg.data, split)
         info["classes"] = list(ds.classes)
@@ -157,7 +160,8 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
             rep = getattr(ds, "report", {})
             info["folds"] = {k: rep.get(k) for k in ("folds", "fold_by", "seed")}
         info["writing"].remove(split)
-        _write_info(out, info)
+        if progressive:
+            _write_info(out, info)
     del info["writing"]
     _write_info(out, info)
     return info
