@@ -228,3 +228,28 @@ def test_predict_reports_a_row_per_file_carries_on_and_sets_the_exit_code(corpus
     capsys.readouterr()
     good = [str(folder / n) for n, o in expected.items() if o == "ok"]
     assert main(["predict", str(model), *good, "--no-detect", "--out", str(tmp_path / "p2"), "--no-progress"]) == 0
+
+
+def test_exif_rotated_photo_gives_an_upright_face_to_the_detector(tmp_path):
+    """A phone photo stored sideways with an EXIF orientation: MTCNN finds the face upright (eyes above the
+    mouth, the eye line level), which it would not on the stored pixels."""
+    pytest.importorskip("facenet_pytorch")
+    synth = pytest.importorskip("lanfer.data.synth")
+    from lanfer.faces import get_detector
+
+    face, _ = synth.render_face(synth.FaceParams(identity=synth.sample_identity(0, 1)), yaw=0.0, size=160)
+    canvas = np.full((200, 200, 3), 140, np.uint8)
+    canvas[20:180, 20:180] = np.asarray(face)
+    stored = np.rot90(canvas, k=1)  # the sensor's pixels: the face lies on its side
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display", which undoes k=1
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif.tobytes())
+    det = get_detector("mtcnn", device="cpu")
+    upright = det.detect([np.asarray(load_image(tmp_path / "phone.jpg"))])[0]
+    assert len(upright) >= 1
+    lm = upright[0].landmarks  # left eye, right eye, nose, mouth left, mouth right
+    assert lm[:2, 1].max() < lm[2, 1] < lm[3:, 1].min()  # eyes above nose above mouth
+    assert abs(lm[0, 1] - lm[1, 1]) < 0.2 * abs(lm[1, 0] - lm[0, 0])  # a level eye line
+    sideways = det.detect([np.ascontiguousarray(stored)])[0]
+    assert not sideways or abs(sideways[0].landmarks[0, 1] - sideways[0].landmarks[1, 1]) > abs(
+        lm[0, 1] - lm[1, 1])  # on the stored pixels the face is not upright

@@ -233,7 +233,8 @@ def _add_predict(sub) -> None:
                        description="Detect, align and classify every face; writes OUT/predictions.csv and, with "
                                    "--overlay, annotated images/videos in OUT/overlays/. Example: lanfer predict "
                                    "photo.jpg (the shipped default model), or lanfer predict "
-                                   "runs/rafdb_lan/best.safetensors photos/ clip.mp4 --overlay --every-nth-frame 5")
+                                   "runs/rafdb_lan/best.safetensors photos/ clip.mp4 --overlay --every-nth-frame 5. Exit code 1 "
+                                   "when any input could not be read (its row says why), 2 on a usage error.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image, video (mp4/avi/mov/mkv/webm), folder (searched recursively) or camera index; a "
                         "first argument that is a model file (.safetensors/.onnx) is taken as the model")

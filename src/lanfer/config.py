@@ -137,7 +137,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from .io import atomic_write  # whole or not at all: a resumed run reads this file back
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 # ----------------------------------------------------------------------------------------------------
