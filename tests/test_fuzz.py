@@ -92,7 +92,8 @@ def _build(name, root, split, folder, **options):
         _check(ds, folder)
 
 
-_raf_line = _parts(st.sampled_from(["train_", "test_", "x_", ""]), st.one_of(st.from_regex(r"[0-9]{5}", fullmatch=True), _tricky),
+_raf_line = _parts(st.sampled_from(["train_", "test_", "x_", ""]),
+                   st.one_of(st.from_regex(r"[0-9]{5}", fullmatch=True), _tricky),
                    st.sampled_from([".jpg", ""]), st.sampled_from([" ", "  ", "\t", ""]),
                    st.one_of(st.integers(-2, 9).map(str), _tricky))
 
@@ -128,7 +129,8 @@ def test_fuzz_ferplus_vote_files(roots, data, header):
 
 _aff_line = _parts(st.one_of(st.from_regex(r"[0-9]{1,3}/[a-f0-9]{8}\.jpg", fullmatch=True), _tricky),
                    st.lists(st.one_of(st.integers(-5, 300).map(str), _tricky), min_size=4, max_size=4).map(
-                       lambda c: "," + ",".join(c)), st.just(",1;2;3,"), st.one_of(st.integers(-1, 11).map(str), _tricky),
+                       lambda c: "," + ",".join(c)), st.just(",1;2;3,"),
+                   st.one_of(st.integers(-1, 11).map(str), _tricky),
                    st.just(",0.1,-0.2"))
 
 
@@ -187,7 +189,8 @@ def test_fuzz_pose_lists(roots, data):
 
 
 _yaml_value = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                        st.text(max_size=8), st.sampled_from([".nan", ".inf", "[1, 2]", "{a: 1}", "!!python/name:os.system",
+                        st.text(max_size=8), st.sampled_from([".nan", ".inf", "[1, 2]", "{a: 1}",
+                                                              "!!python/name:os.system",
                                                               "*x", "&x 1", "'", "[", "{"]))
 _keys = st.sampled_from(["model", "data", "train", "loss", "guidance", "seed", "out", "model.name", "train.lr",
                          "train.epochs", "data.image_size", "data.classes", "data.options", "data.crop", "trian",

@@ -246,7 +246,8 @@ def test_class_count_and_architecture_messages_say_what_differs(model_file, tmp_
 
 def test_training_state_of_the_wrong_shape_is_named(tmp_path):
     p = tmp_path / "last.ckpt"
-    for state, what in [([1, 2, 3], "holds a list"), ({"model": {}, "optimizer": [1]}, "'optimizer' entry is not a dict"),
+    for state, what in [([1, 2, 3], "holds a list"),
+                        ({"model": {}, "optimizer": [1]}, "'optimizer' entry is not a dict"),
                         ({"model": {"w": 1}, "optimizer": {}, "scheduler": {}, "epoch": 1, "step": 1, "best": 0.5},
                          "not a state dict of tensors"),
                         ({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": True, "step": 1, "best": 0.5},
@@ -327,7 +328,8 @@ def test_feature_store_headers_that_lie(tmp_path):
 def test_config_unknown_keys_suggest_the_nearest_and_yaml_is_safe(tmp_path, capsys):
     p = tmp_path / "c.yaml"
     p.write_text("train:\n  learning_rate: 0.1\n  epoch: 3\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'train.epoch' \(did you mean 'train.epochs'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"c.yaml: unknown config key 'train.epoch' \(did you mean 'train.epochs'\?\)"):
         load_config(p)
     p.write_text("trian:\n  lr: 0.1\n")
     err = _cli_error(["train", p, "--out", tmp_path / "r"], capsys)

@@ -99,7 +99,8 @@ def test_ferplus_repeated_names_are_kept_as_released_but_named(tmp_path):
     # the real fer2013new.csv repeats 4 names; the published counts include them, so they stay, counted
     (tmp_path / "FER2013Test").mkdir()
     labels = tmp_path / "fer2013new.csv"
-    labels.write_text("\n".join([FER_HEADER, f"PrivateTest,fer0000001.png,{VOTES}", f"PrivateTest,fer0000001.png,{VOTES}"]))
+    row = f"PrivateTest,fer0000001.png,{VOTES}"
+    labels.write_text("\n".join([FER_HEADER, row, row]))
     with pytest.warns(UserWarning, match=r"1 image names of split PrivateTest appear twice .*fer2013new.csv:3: "
                                          r"'fer0000001.png' repeats line 2"):
         ds = build_dataset("ferplus", tmp_path, "test", check_files=False, votes="fer2013new")

@@ -287,7 +287,8 @@ def read_info(folder: str | Path) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"prepared: {path} is not readable JSON ({e}); rebuild the cache with `lanfer prepare`") from None
+        raise DataError(f"prepared: {path} is not readable JSON ({e}); rebuild the cache with `lanfer prepare`") \
+            from None
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION \
             or not isinstance(info.get("splits"), dict):
         raise DataError(f"prepared: {path} is not a lanfer cache of version {VERSION}; rebuild it")

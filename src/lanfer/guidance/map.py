@@ -154,7 +154,8 @@ class Guidance:
             with safe_open(str(path), framework="pt") as f:
                 md = f.metadata() or {}
                 # only a guidance file's own tensors are read, and only once the header says it is one
-                names = set(f.keys()) & {"centers", "attentive", "counts", "inertia"} if md.get("format") == _FORMAT else ()
+                ours = md.get("format") == _FORMAT
+                names = set(f.keys()) & {"centers", "attentive", "counts", "inertia"} if ours else set()
                 tensors = {k: f.get_tensor(k) for k in names}
         except Exception as e:  # safetensors raises its own error types for a corrupt or truncated file
             raise GuidanceError(f"{str(path)!r} is not a readable safetensors file ({e}); expected a lanfer "
@@ -187,7 +188,8 @@ class Guidance:
         except ValueError as e:
             raise GuidanceError(f"{str(path)!r} does not hold a consistent guidance map for {height}x{width} "
                                 f"positions ({e}){refit}") from None
-        if not torch.isfinite(guidance.centers).all() or not ((guidance.attentive == 0) | (guidance.attentive == 1)).all():
+        binary = ((guidance.attentive == 0) | (guidance.attentive == 1)).all()
+        if not torch.isfinite(guidance.centers).all() or not binary:
             raise GuidanceError(f"{str(path)!r} holds NaN/inf centres or attentive indices other than 0/1{refit}")
         guidance.path = str(path)
         return guidance
