@@ -345,3 +345,38 @@ def test_config_unknown_keys_suggest_the_nearest_and_yaml_is_safe(tmp_path, caps
         p.write_text(f"model: {tag} {{}}\n")
         with pytest.raises(ConfigError, match="not valid YAML"):
             load_config(p)
+
+
+def _onnx_graph(size: int, k: int, meta: dict[str, str]) -> bytes:
+    """A tiny hand-built graph (global average pool, then a 3 x k matrix) with the given lanfer record."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((3, k), np.float32), "w")
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["logits"])]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])
+    graph = helper.make_graph(nodes, "g", [image], [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                                                  ["N", k])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
+
+
+def test_onnx_graph_that_does_not_match_its_record_is_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lanfer.info import ModelInfo
+    from lanfer.predict import Predictor
+
+    meta = ModelInfo(arch="resnet18", classes=CLASSES, input_size=32).to_metadata()
+    good = tmp_path / "good.onnx"
+    good.write_bytes(_onnx_graph(32, 3, meta))
+    assert Predictor.from_onnx(good, detector=None).classes == CLASSES
+    for name, size, k, message in [("size.onnx", 64, 3, r"says one image input of \(N, 3, 32, 32\)"),
+                                   ("classes.onnx", 32, 5, "do not give the 3 logits")]:
+        p = tmp_path / name
+        p.write_bytes(_onnx_graph(size, k, meta))
+        with pytest.raises(CheckpointError, match=rf"{p}: .*{message}"):
+            Predictor.from_onnx(p, detector=None)
