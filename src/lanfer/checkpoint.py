@@ -76,9 +76,15 @@ def read_model_info(path: str | Path) -> ModelInfo:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); pass a lanfer model file "
                               "such as RUN_DIR/best.safetensors") from None
     try:
-        return ModelInfo.from_metadata(meta, str(path))
+        info = ModelInfo.from_metadata(meta, str(path))
     except InfoError as e:
         raise CheckpointError(str(e)) from None
+    from .model import MODEL_NAMES  # names only (imported here: model.py imports this module)
+
+    if info.arch not in MODEL_NAMES:
+        raise CheckpointError(f"{path}: holds a model of architecture {info.arch!r}; this lanfer builds "
+                              f"{', '.join(MODEL_NAMES)}")
+    return info
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -120,15 +126,40 @@ def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+# What a training state holds (train.py writes it), and the type of each entry.
+TRAINING_STATE_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "step": int,
+                       "best": (int, float)}
+
+
 def load_training_state(path: str | Path, map_location="cpu") -> dict[str, Any]:
+    """Read ``last.ckpt`` with ``weights_only=True`` (tensors and plain containers only: a pickled object,
+    and so any code in the file, is refused) and check the training state's entries it holds have their types."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no training state at {str(path)!r}; --resume needs RUN_DIR/last.ckpt from "
                               "an earlier run with the same --out")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: cannot be loaded as a lanfer training state ({e})") from None
+        raise CheckpointError(f"{path}: cannot be loaded as a lanfer training state ({_first_line(e)}); "
+                              "lanfer never unpickles objects, so a file holding code is refused") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a lanfer training state (a dict with "
+                              f"{', '.join(TRAINING_STATE_KEYS)})")
+    for key, kind in TRAINING_STATE_KEYS.items():
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            raise CheckpointError(f"{path}: the training state's {key!r} entry is not a "
+                                  f"{getattr(kind, '__name__', 'number')} (found {type(state.get(key)).__name__}); "
+                                  "was it written by lanfer train?")
+    if not all(isinstance(v, torch.Tensor) for v in state.get("model", {}).values()):
+        raise CheckpointError(f"{path}: the training state's model entry is not a state dict of tensors")
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    # torch's weights_only refusal is a page of advice about trusting the file; its first line says what
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -139,13 +170,13 @@ def _read_any(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError) as e:
+        except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({e}). lanfer never unpickles "
+            f"{path}: cannot be read with torch.load(weights_only=True) ({_first_line(e)}). lanfer never unpickles "
             "arbitrary objects; re-save the file as a plain state dict (torch.save(model.state_dict(), ...))"
         ) from None
     for key in ("state_dict", "model", "model_state_dict", "net"):

@@ -233,7 +233,9 @@ def _add_predict(sub) -> None:
                        description="Detect, align and classify every face; writes OUT/predictions.csv and, with "
                                    "--overlay, annotated images/videos in OUT/overlays/. Example: lanfer predict "
                                    "photo.jpg (the shipped default model), or lanfer predict "
-                                   "runs/rafdb_lan/best.safetensors photos/ clip.mp4 --overlay --every-nth-frame 5")
+                                   "runs/rafdb_lan/best.safetensors photos/ clip.mp4 --overlay --every-nth-frame 5. "
+                                   "Exit code 1 when any input could not be read (its row says why), 2 on a usage "
+                                   "error.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image, video (mp4/avi/mov/mkv/webm), folder (searched recursively) or camera index; a "
                         "first argument that is a model file (.safetensors/.onnx) is taken as the model")
@@ -256,10 +258,11 @@ def _add_predict(sub) -> None:
         # `lanfer predict CKPT INPUT...`, the original form, still works: a model file first is the model
         if model is None and len(inputs) > 1 and str(inputs[0]).endswith((".safetensors", ".onnx")):
             model, inputs = inputs[0], inputs[1:]
-        _, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
-                                 detect=not a.no_detect, every_nth_frame=a.every_nth_frame,
-                                 batch_size=a.batch_size, device=a.device, onnx=a.onnx, progress=not a.no_progress)
+        table, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
+                                     detect=not a.no_detect, every_nth_frame=a.every_nth_frame, batch_size=a.batch_size,
+                                     device=a.device, onnx=a.onnx, progress=not a.no_progress)
         print(summary)
+        return 1 if table["status"].str.startswith("error").any() else 0  # some input could not be read
 
     p.set_defaults(func=run)
 
@@ -520,7 +523,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     try:  # both import torch; where it is missing, no command that could raise them runs
         from .checkpoint import CheckpointError
         from .guidance import GuidanceError
-        errors += [CheckpointError, GuidanceError]
+        from .train import NonFiniteLossError
+        errors += [CheckpointError, GuidanceError, NonFiniteLossError]
     except ImportError:
         pass
     return tuple(errors)

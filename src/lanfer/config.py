@@ -140,7 +140,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from .io import atomic_write  # whole or not at all: a resumed run reads this file back
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,11 +217,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((str(k) for k in set(data) - names), key=str)
     if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}{_nearest(unknown[0], names, prefix)}; "
+                          f"valid keys here: {', '.join(sorted(names))}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -229,6 +231,16 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         else:
             kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name)
     return cls(**kwargs)
+
+
+def _nearest(key: str, names: set[str], prefix: str = "") -> str:
+    """`` (did you mean 'train.lr'?)`` for a mistyped key, or nothing when no valid key is close."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    if not close and key.lower() in {n.lower() for n in names}:
+        close = [n for n in names if n.lower() == key.lower()]
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 def _parse_scalar(text: str) -> Any:
@@ -246,9 +258,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=0.01)")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: {key.strip()!r} is not a dotted key such as train.lr")
         node = data
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:  # absent, or an empty section in the YAML file (`train:` alone)
+                node[p] = {}
+            node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
         node[parts[-1]] = _parse_scalar(text)
@@ -300,7 +316,11 @@ def _find_config(path: str | Path) -> tuple[str, str]:
     """
     p = Path(path)
     if p.is_file():
-        return str(p), p.read_text()
+        try:
+            return str(p), p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); a config is a YAML text "
+                              "file") from None
     found = packaged_configs()
     name = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
     bare = len(p.parts) == 1
@@ -324,7 +344,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{where}: not valid YAML: {e}") from None
+            raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(e)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections (model:, data:, ...)")
     try:
@@ -332,6 +352,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ConfigError as e:
         where = f"{path}: " if path else ""
         raise ConfigError(where + str(e)) from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what the YAML parser objects to and where (its own message spans four, with a caret)."""
+    mark = getattr(error, "problem_mark", None)
+    what = " ".join(str(x) for x in (getattr(error, "context", None), getattr(error, "problem", None)) if x)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return (what or str(error).splitlines()[0]) + where
 
 
 AUGMENT_MODES = ("full", "flip", "none")
@@ -373,6 +401,14 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     augment_mode(cfg.data.augment)
     cfg.train.amp = amp_mode(cfg.train.amp)
+    import math
+
+    for section in (cfg.model, cfg.data, cfg.loss, cfg.guidance, cfg.train):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # YAML's .nan / .inf
+                raise ConfigError(f"{type(section).__name__[:-len('Config')].lower()}.{f.name}={value} must be "
+                                  "a finite number")
     if not isinstance(cfg.data.crop, dict):
         raise ConfigError(f"data.crop={cfg.data.crop!r} must be a mapping (kind, margin, shift_y, like)")
     from .info import FaceCrop, InfoError

@@ -24,6 +24,11 @@ FORMAT = "lanfer"
 FORMAT_VERSION = "1"
 COLOR_MODES = ("rgb", "grayscale")
 CROP_KINDS = ("template", "box")
+# Bounds on what a model file may ask for: its record decides how big a model is built and how large an
+# input is resized to, before any weight is checked, so a crafted record must not allocate gigabytes.
+MAX_INPUT_SIZE = 4096
+MAX_WIDTH = 8192
+MAX_CLASSES = 100_000
 
 
 class InfoError(ValueError):
@@ -48,6 +53,10 @@ class FaceCrop:
     def __post_init__(self):
         if self.kind not in CROP_KINDS:
             raise InfoError(f"face crop kind {self.kind!r} is not one of {', '.join(CROP_KINDS)}")
+        for name in ("margin", "shift_y"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 10:
+                raise InfoError(f"face crop {name}={value!r} must be a number in [-1, 10]")
 
 
 @dataclass
@@ -78,15 +87,26 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.classes, (list, tuple)) or not 2 <= len(self.classes) <= MAX_CLASSES:
+            raise InfoError(f"a model needs 2..{MAX_CLASSES} class names, got {str(self.classes)[:200]}")
         self.classes = [str(c) for c in self.classes]
-        if len(self.classes) < 2:
-            raise InfoError(f"a model needs at least 2 class names, got {self.classes}")
+        if len(set(self.classes)) != len(self.classes):
+            raise InfoError(f"class names repeat: {self.classes}")
         if self.color not in COLOR_MODES:
             raise InfoError(f"color={self.color!r} is not one of {', '.join(COLOR_MODES)}")
         if isinstance(self.crop, Mapping):
             self.crop = FaceCrop(**self.crop)
         self.input_size = int(self.input_size)
+        if not 16 <= self.input_size <= MAX_INPUT_SIZE:
+            raise InfoError(f"input size {self.input_size} is outside 16..{MAX_INPUT_SIZE}")
+        if not isinstance(self.head_widths, (list, tuple)) or len(self.head_widths) > 16:
+            raise InfoError(f"head_widths={str(self.head_widths)[:200]} must be a short list of integers")
         self.head_widths = [int(w) for w in self.head_widths]
+        if any(not 1 <= w <= MAX_WIDTH for w in self.head_widths):
+            raise InfoError(f"head_widths={self.head_widths} must lie in 1..{MAX_WIDTH}")
+        self.dropout = float(self.dropout)
+        if not 0 <= self.dropout < 1:
+            raise InfoError(f"dropout={self.dropout} must lie in [0, 1)")
 
     @property
     def num_classes(self) -> int:
@@ -149,7 +169,9 @@ class ModelInfo:
                        data=v.get("data") or {}, license=v.get("license"), command=v.get("command"),
                        metrics=v.get("metrics") or {},
                        extra={k: x for k, x in v.items() if k not in known})
-        except (TypeError, ValueError) as e:
+        except InfoError as e:
+            raise InfoError(f"{where}: {e}") from None
+        except (TypeError, ValueError, AttributeError, OverflowError) as e:
             raise InfoError(f"{where}: unusable model metadata ({e})") from None
 
     def to_json(self) -> dict[str, Any]:

@@ -178,6 +178,20 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     raise ConfigError(f"train.optimizer={t.optimizer!r} is not one of sgd, adamw")
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: training stops before the bad step changes any weight, and the run's
+    ``last.ckpt`` (the end of the last finished epoch, written atomically) stays as it was."""
+
+    def __init__(self, value: float, step: int, epoch: int, cfg: Config):
+        last = Path(cfg.out or ".") / "last.ckpt"
+        kept = (f"the last good checkpoint {last} (end of epoch {epoch}) is kept; after fixing the cause, "
+                "continue with --resume" if last.is_file() else "no epoch had finished, so there is no checkpoint")
+        super().__init__(f"the loss became {value} at step {step} (epoch {epoch + 1}); stopped before the "
+                         f"step changed any weight: {kept}. Lower train.lr (now {cfg.train.lr}) or check the "
+                         "data of this step")
+        self.step, self.epoch = step, epoch
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, guidance: Guidance | None,
                     frozen: torch.nn.Module | None, epoch: int, step: int, progress: bool,
                     scaler: torch.amp.GradScaler | None = None) -> tuple[dict, int]:
@@ -213,8 +227,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
         total, ce, bce = lan_loss(out.logits.float(), labels, out.attention, gmap, alpha=cfg.loss.alpha,
                                   label_smoothing=cfg.train.label_smoothing)
         if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at step {step}; lower train.lr "
-                                     f"(now {cfg.train.lr}) or check the data")
+            raise NonFiniteLossError(total.item(), step, epoch, cfg)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()  # the identity unless fp16
         scaler.step(optimizer)

@@ -11,12 +11,13 @@
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -92,6 +93,58 @@ class Issues:
             more = f" (and {len(self.messages) - 3} more)" if len(self.messages) > 3 else ""
             warnings.warn(f"{self.what}: skipped {len(self.messages)} bad entries: "
                           + "; ".join(self.messages[:3]) + more, stacklevel=3)
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text label file (a BOM is dropped; LF, CRLF and CR all end lines).
+
+    Bytes that are not UTF-8 raise a :class:`DataError` naming the file and line, not a UnicodeDecodeError."""
+    line_no = 0
+    with open(path, encoding="utf-8-sig") as fh:
+        try:
+            for line_no, line in enumerate(fh, start=1):
+                yield line_no, line
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{line_no + 1}: not UTF-8 text ({e.reason} at byte {e.start} of the block "
+                            "read); save the file as UTF-8") from None
+
+
+def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, cells)`` of a CSV label file, with BOM, CRLF, quoted newlines (the line a row starts
+    on is given), and what the csv module refuses or bytes that are not UTF-8 raised as :class:`DataError`."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        start = 1
+        try:
+            for cells in reader:
+                yield start, cells
+                start = reader.line_num + 1
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise DataError(f"{path}:{start}: not a readable CSV line ({e})") from None
+
+
+def entry_path(base: Path, name: str) -> tuple[Path | None, str | None]:
+    """``(base / name, None)``, or ``(None, why)`` when a label file's entry would read outside ``base``.
+
+    A label file decides which files are read; one from a stranger must not reach ``/etc/passwd``. Refused:
+    absolute paths, ``..`` that climbs out of ``base``, a NUL byte, and a file that is a symbolic link to
+    somewhere outside ``base`` (a link to a folder on another disk is fine when ``base`` itself is that link,
+    since ``base`` is resolved too)."""
+    if "\0" in name:
+        return None, f"path {name!r} contains a NUL byte"
+    drive = len(name) > 2 and name[0].isalpha() and name[1] == ":" and name[2] in "/\\"  # C:\ on Windows
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or drive:
+        return None, f"path {name!r} is absolute; entries must be relative to {str(base)!r}"
+    root = os.path.normpath(base)
+    joined = os.path.normpath(os.path.join(root, name))
+    if not (joined + os.sep).startswith(root + os.sep) or joined == root:
+        return None, f"path {name!r} leaves the dataset folder {str(base)!r}"
+    if os.path.islink(joined):
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(joined)
+        if not real.startswith(real_root + os.sep):
+            return None, f"path {name!r} is a symbolic link to {real!r}, outside the dataset folder {str(base)!r}"
+    return Path(joined), None
 
 
 def jsonable_report(report: dict[str, Any]) -> dict[str, Any]:

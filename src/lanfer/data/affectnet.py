@@ -24,13 +24,13 @@ the picture and is smaller than it, i.e. the picture is not already a face crop)
 """
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 
 from PIL import Image
 
 from ._common import (DirIndex, Issues, OfficialDataset, OfficialSample, check_classes, check_options, count,
-                      crop_to_box, first_existing, normalize_split)
+                      crop_to_box, csv_rows, entry_path, first_existing, normalize_split)
 from .base import IMAGE_EXTENSIONS, DataError, Sample
 from .registry import register_dataset
 
@@ -119,49 +119,57 @@ def _original(root: Path, csv_name: str, want: str, num_classes: int, names: lis
     files = DirIndex()
     samples: list[OfficialSample] = []
     excluded: dict[str, str] = {}
-    with open(label_path, newline="", encoding="utf-8-sig") as fh:
-        for line_no, cells in enumerate(csv.reader(fh), start=1):
-            if not cells:
-                continue
-            cells = [c.strip() for c in cells]
-            if line_no == 1 and cells[0] == COLUMNS[0]:
-                if cells[:len(COLUMNS)] != COLUMNS:
-                    raise DataError(f"{label_path}:1: header {cells} differs from AffectNet's {COLUMNS}")
-                continue  # validation.csv is distributed with and without this header
-            where = f"{label_path}:{line_no}"
-            report["rows"] += 1
-            if len(cells) != len(COLUMNS):
-                issues.bad(f"{where}: expected {len(COLUMNS)} columns ({','.join(COLUMNS)}), found {len(cells)}")
-                continue
-            rel, code_text = cells[0], cells[6]
-            try:
-                code = int(float(code_text))
-            except ValueError:
-                code = -1
-            if not 0 <= code <= 10 or not rel:
-                issues.bad(f"{where}: expression {code_text!r} is not an AffectNet code 0..10 "
-                           f"({', '.join(AFFECTNET_CODES)})" if rel else f"{where}: empty subDirectory_filePath")
-                continue
-            if code >= num_classes:
-                count(report, _DROPPED[code])
-                if want == "val":  # pose lists name validation images: say why such an entry is absent
-                    excluded[Path(rel).stem.lower()] = f"{where}: code {code} ({AFFECTNET_CODES[code]}) is " \
-                                                       f"outside the {num_classes}-class set"
-                continue
-            try:
-                x, y, w, h = (float(c) for c in cells[1:5])
-                box = (x, y, x + w, y + h) if w > 0 and h > 0 else None
-            except ValueError:
-                box = None
-            if box is None and crop == "bbox":
-                issues.bad(f"{where}: face box {cells[1:5]} is not four numbers with positive size")
-                continue
-            path = image_dir / rel
-            if check and not files.exists(path):
-                issues.bad(f"{where}: image {str(path)!r} does not exist")
-                continue
-            meta = {"line": line_no, "valence": _float(cells[7]), "arousal": _float(cells[8])}
-            samples.append(OfficialSample(str(path), code, meta, where=where, box=box))
+    seen: dict[str, int] = {}
+    for line_no, cells in csv_rows(label_path):
+        if not cells:
+            continue
+        cells = [c.strip() for c in cells]
+        if line_no == 1 and cells[0] == COLUMNS[0]:
+            if cells[:len(COLUMNS)] != COLUMNS:
+                raise DataError(f"{label_path}:1: header {cells} differs from AffectNet's {COLUMNS}")
+            continue  # validation.csv is distributed with and without this header
+        where = f"{label_path}:{line_no}"
+        report["rows"] += 1
+        if len(cells) != len(COLUMNS):
+            issues.bad(f"{where}: expected {len(COLUMNS)} columns ({','.join(COLUMNS)}), found {len(cells)}")
+            continue
+        rel, code_text = cells[0], cells[6]
+        try:
+            code = int(float(code_text))
+        except (ValueError, OverflowError):  # "nan", "inf"
+            code = -1
+        if not 0 <= code <= 10 or not rel:
+            issues.bad(f"{where}: expression {code_text!r} is not an AffectNet code 0..10 "
+                       f"({', '.join(AFFECTNET_CODES)})" if rel else f"{where}: empty subDirectory_filePath")
+            continue
+        if code >= num_classes:
+            count(report, _DROPPED[code])
+            if want == "val":  # pose lists name validation images: say why such an entry is absent
+                excluded[Path(rel).stem.lower()] = f"{where}: code {code} ({AFFECTNET_CODES[code]}) is " \
+                                                   f"outside the {num_classes}-class set"
+            continue
+        try:
+            x, y, w, h = (float(c) for c in cells[1:5])
+            finite = all(math.isfinite(v) for v in (x, y, w, h))  # an "inf" box would overflow the crop
+            box = (x, y, x + w, y + h) if finite and w > 0 and h > 0 else None
+        except ValueError:
+            box = None
+        if box is None and crop == "bbox":
+            issues.bad(f"{where}: face box {cells[1:5]} is not four numbers with positive size")
+            continue
+        if rel in seen:
+            issues.bad(f"{where}: image {rel!r} is listed again (first at line {seen[rel]})")
+            continue
+        seen[rel] = line_no
+        path, why = entry_path(image_dir, rel)
+        if path is None:
+            issues.bad(f"{where}: {why}")
+            continue
+        if check and not files.exists(path):
+            issues.bad(f"{where}: image {str(path)!r} does not exist")
+            continue
+        meta = {"line": line_no, "valence": _float(cells[7]), "arousal": _float(cells[8])}
+        samples.append(OfficialSample(str(path), code, meta, where=where, box=box))
     issues.finish(report)
     ds = AffectNetDataset(samples, names, transform, name="affectnet", skip_bad=skip_bad, root=root,
                           report=report, crop=crop)

@@ -7,11 +7,13 @@ knows them ``subject``, ``view``, ``yaw`` ...). Evaluation groups accuracy by an
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -21,21 +23,59 @@ class DataError(ValueError):
     """Bad dataset input: a missing file, a malformed line, a label out of range. Names the file/line."""
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+#: Images that declare more pixels than this are refused from their header, before any pixel is decoded:
+#: a 100,000 x 100,000 PNG of a few kilobytes would otherwise ask for 30 GB. Pillow's own limit only warns
+#: up to twice its value; this one refuses at once. The default is Pillow's (89.5 Mpx, 256 MiB as RGB);
+#: ``LANFER_MAX_IMAGE_PIXELS`` raises or lowers it.
+MAX_IMAGE_PIXELS = int(os.environ.get("LANFER_MAX_IMAGE_PIXELS", 89_478_485))
+
+# 16-bit and 32-bit grey modes: ``convert("RGB")`` would clip them at 255 (a 16-bit photo turns white).
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, raising :class:`DataError` that names the file when it cannot."""
+    """Open an image file as 8-bit RGB, raising :class:`DataError` that names the file when it cannot.
+
+    The one entry point for image files (training, prepare, evaluation, prediction, export checks):
+
+    * the header's size is checked against :data:`MAX_IMAGE_PIXELS` before anything is decoded;
+    * the EXIF orientation is applied (phone photos store their rotation there), so faces are upright;
+    * animated files (GIF, WebP, APNG) and multi-page TIFFs give their **first** frame;
+    * 16-bit grey is scaled to 8 bits (not clipped), CMYK/palette/grey become RGB, alpha is dropped.
+    """
     try:
-        with Image.open(path) as im:
-            im.load()
-            # phone photos store their rotation in EXIF; apply it so faces are upright
-            return ImageOps.exif_transpose(im).convert("RGB")
+        with warnings.catch_warnings():
+            # the bomb warning is for sizes refused just below; say it once, as an error naming the file
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(f"image file {str(path)!r} declares {w} x {h} pixels, more than the limit of "
+                                    f"{MAX_IMAGE_PIXELS:,} (a decompression bomb, or set LANFER_MAX_IMAGE_PIXELS)")
+                im.load()
+                return _to_rgb(ImageOps.exif_transpose(im))
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"image file {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError as e:  # Pillow refuses above twice its own limit, while opening
+        raise DataError(f"image file {str(path)!r} declares more pixels than the limit of {MAX_IMAGE_PIXELS:,} "
+                        f"(a decompression bomb, or set LANFER_MAX_IMAGE_PIXELS): {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            EOFError) as e:
         raise DataError(f"image file {str(path)!r} could not be decoded ({e}); remove or replace it, "
                         "or pass --skip-bad / data.skip_bad=true to skip such files") from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in _WIDE_MODES:
+        a = np.asarray(im, dtype=np.float64)
+        # 16-bit data (I;16, or I holding 16-bit values) maps 0..65535 to 0..255; 8-bit data in I stays
+        scale = 257.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
+        im = Image.fromarray(np.clip(np.rint(a / scale), 0, 255).astype(np.uint8))
+    return im.convert("RGB")
 
 
 @dataclass

@@ -32,12 +32,13 @@ Soft modes are for training; report test accuracy with ``majority`` labels, as t
 """
 from __future__ import annotations
 
-import csv
+import math
 import sys
+import warnings
 from pathlib import Path
 
 from ._common import (DirIndex, Issues, OfficialDataset, OfficialSample, check_classes, check_options, count,
-                      first_existing, normalize_split)
+                      csv_rows, entry_path, first_existing, normalize_split)
 from .base import DataError
 from .registry import register_dataset
 from .fer2013 import find_fer2013_csv, parse_pixels, read_fer2013_csv
@@ -128,7 +129,8 @@ def _parse_votes(cells: list[str]) -> list[float] | None:
         votes = [float(c) for c in cells]
     except ValueError:
         return None
-    if len(votes) != len(VOTE_COLUMNS) or min(votes) < 0:
+    # NaN passes a `< 0` test: every vote must be a finite, non-negative count
+    if len(votes) != len(VOTE_COLUMNS) or not all(math.isfinite(v) and v >= 0 for v in votes):
         return None
     return votes
 
@@ -204,14 +206,13 @@ def build_ferplus(root, split, transform=None, classes=None, skip_bad=False, **o
 
 
 def _read_new_csv(path: Path) -> list[tuple[int, list[str]]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
-        if header[:2] != ["Usage", "Image name"] or header[2:] != VOTE_COLUMNS:
-            raise DataError(f"{path}:1: header {header} is not FERPlus's fer2013new.csv header "
-                            f"(Usage,Image name,{','.join(VOTE_COLUMNS)})")
-        return [(line_no, [c.strip() for c in cells]) for line_no, cells in enumerate(reader, start=2)
-                if cells]
+    rows = csv_rows(path)
+    _, header = next(rows, (1, []))
+    header = [h.strip() for h in header]
+    if header[:2] != ["Usage", "Image name"] or header[2:] != VOTE_COLUMNS:
+        raise DataError(f"{path}:1: header {header} is not FERPlus's fer2013new.csv header "
+                        f"(Usage,Image name,{','.join(VOTE_COLUMNS)})")
+    return [(line_no, [c.strip() for c in cells]) for line_no, cells in rows if cells]
 
 
 def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool,
@@ -227,6 +228,7 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
     unlabelled: dict[str, OfficialSample] = {}
     wanted: dict[int, int] = {}  # data-row position -> index into samples (csv pixels only)
     folder = FOLDERS[usage]
+    seen: dict[str, int] = {}  # image name -> first line, within this split
     for position, (line_no, cells) in enumerate(rows):
         where = f"{labels}:{line_no}"
         if len(cells) != 2 + len(VOTE_COLUMNS):
@@ -246,6 +248,16 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
         if votes is None:
             issues.bad(f"{where}: vote counts {cells[2:]} are not 10 non-negative numbers")
             continue
+        if name in seen:
+            # Microsoft's own file repeats 4 names (3 in Training, 1 in PrivateTest) and the published counts
+            # include them, so they are kept, but never silently: counted and named in the report and a warning
+            report.setdefault("duplicates", []).append(f"{where}: {name!r} repeats line {seen[name]}")
+        seen.setdefault(name, line_no)
+        if image_dir is not None:
+            safe, why = entry_path(image_dir, name)
+            if safe is None:
+                issues.bad(f"{where}: {why}")
+                continue
         label = _label_or_exclude(votes, mode, name, where, report, excluded)
         if label is None:
             if image_dir is not None:
@@ -266,6 +278,9 @@ def _from_new_csv(labels: Path, usage: str, mode: str, transform, skip_bad: bool
     if kaggle is not None:
         pixels, samples = _pixels_from_kaggle(kaggle, rows, wanted, samples, issues)
     issues.finish(report)
+    if report.get("duplicates"):
+        warnings.warn(f"ferplus {labels}: {len(report['duplicates'])} image names of split {usage} appear twice and "
+                      f"are kept as the release has them: {'; '.join(report['duplicates'])}", stacklevel=3)
     ds = OfficialDataset(samples, FERPLUS_CLASSES, transform, name="ferplus", skip_bad=skip_bad,
                          root=labels.parent, report=report, pixels=pixels)
     ds.excluded = excluded
@@ -342,29 +357,36 @@ def _from_label_csv(folder: Path, usage: str, mode: str, transform, skip_bad: bo
     report: dict = {"source": str(path), "split": usage, "rows": 0, "expected": None}
     samples, excluded, unlabelled = [], {}, {}
     files = DirIndex()
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for line_no, cells in enumerate(csv.reader(fh), start=1):
-            if not cells:
-                continue
-            where = f"{path}:{line_no}"
-            report["rows"] += 1
-            cells = [c.strip() for c in cells]
-            # Newer FERPlus writes the face box "(0, 0, 48, 48)" after the name.
-            vote_cells = cells[2:] if len(cells) == 2 + len(VOTE_COLUMNS) else cells[1:]
-            votes = _parse_votes(vote_cells)
-            if not cells[0] or votes is None:
-                issues.bad(f"{where}: expected 'name[,box],10 vote counts', found {cells}")
-                continue
-            label = _label_or_exclude(votes, mode, cells[0], where, report, excluded)
-            image = folder / cells[0]
-            if label is None:
-                unlabelled[cells[0].rsplit(".", 1)[0].lower()] = OfficialSample(str(image), -1, {"line": line_no},
-                                                                                where=where)
-                continue
-            if check and not files.exists(image):
-                issues.bad(f"{where}: image {str(image)!r} does not exist")
-                continue
-            samples.append(OfficialSample(str(image), label, {"line": line_no}, where=where))
+    seen: dict[str, int] = {}
+    for line_no, cells in csv_rows(path):
+        if not cells:
+            continue
+        where = f"{path}:{line_no}"
+        report["rows"] += 1
+        cells = [c.strip() for c in cells]
+        # Newer FERPlus writes the face box "(0, 0, 48, 48)" after the name.
+        vote_cells = cells[2:] if len(cells) == 2 + len(VOTE_COLUMNS) else cells[1:]
+        votes = _parse_votes(vote_cells)
+        if not cells[0] or votes is None:
+            issues.bad(f"{where}: expected 'name[,box],10 vote counts', found {cells}")
+            continue
+        if cells[0] in seen:
+            issues.bad(f"{where}: image {cells[0]!r} is listed again (first at line {seen[cells[0]]})")
+            continue
+        seen[cells[0]] = line_no
+        image, why = entry_path(folder, cells[0])
+        if image is None:
+            issues.bad(f"{where}: {why}")
+            continue
+        label = _label_or_exclude(votes, mode, cells[0], where, report, excluded)
+        if label is None:
+            unlabelled[cells[0].rsplit(".", 1)[0].lower()] = OfficialSample(str(image), -1, {"line": line_no},
+                                                                            where=where)
+            continue
+        if check and not files.exists(image):
+            issues.bad(f"{where}: image {str(image)!r} does not exist")
+            continue
+        samples.append(OfficialSample(str(image), label, {"line": line_no}, where=where))
     issues.finish(report)
     ds = OfficialDataset(samples, FERPLUS_CLASSES, transform, name="ferplus", skip_bad=skip_bad,
                          root=folder.parent, report=report)

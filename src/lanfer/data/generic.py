@@ -1,9 +1,9 @@
 """Generic layouts for people's own data: an image folder tree and a CSV list."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from ._common import Issues, csv_rows, entry_path
 from .base import IMAGE_EXTENSIONS, DataError, FERDataset, Sample
 from .registry import register_dataset
 
@@ -31,7 +31,8 @@ def build_imagefolder(root, split, transform=None, classes=None, skip_bad=False,
     samples = []
     for name in found:
         for f in sorted((split_dir / name).rglob("*")):
-            if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
+            # not f.is_file(): a dangling or looping link named like an image must fail loudly, by name
+            if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir():
                 samples.append(Sample(str(f), names.index(name), {"class_name": name}))
     ds = FERDataset(samples, names, transform, name="imagefolder", skip_bad=skip_bad)
     return ds
@@ -41,30 +42,49 @@ def build_imagefolder(root, split, transform=None, classes=None, skip_bad=False,
 def build_csv(root, split, transform=None, classes=None, skip_bad=False, **_):
     """A CSV file with a header: ``path,label[,split]`` (+ any extra columns, kept as metadata).
 
-    ``root`` is the CSV file (or a folder holding ``labels.csv``); relative paths are relative to the CSV's
-    folder. ``label`` is a class name or an integer index into ``classes``. Rows without a ``split`` column
-    belong to every split.
+    ``root`` is the CSV file (or a folder holding ``labels.csv``); paths are relative to the CSV's folder and
+    may not leave it (no absolute paths, no ``..`` above it, no links out of it: a label file from elsewhere
+    must not pick which files of this machine are read). ``label`` is a class name or an integer index into
+    ``classes``. Rows without a ``split`` column belong to every split. A row with missing or extra cells, an
+    empty path or a repeated path is refused with its line (with ``skip_bad``: counted and skipped).
     """
     path = Path(root)
     if path.is_dir():
         path = path / "labels.csv"
     if not path.is_file():
         raise DataError(f"csv: label file {str(path)!r} does not exist")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        if "path" not in cols or "label" not in cols:
-            raise DataError(f"{path}: the header must name 'path' and 'label' columns (found {cols})")
-        rows = list(enumerate(reader, start=2))
-    raw = []
-    for line, row in rows:
-        if "split" in row and row["split"] not in (None, "") and row["split"] != split:
+    rows = csv_rows(path)
+    _, cols = next(rows, (1, []))
+    cols = [c.strip() for c in cols]
+    if "path" not in cols or "label" not in cols or len(set(cols)) != len(cols):
+        raise DataError(f"{path}:1: the header must name 'path' and 'label' columns, each once (found {cols})")
+    issues = Issues(f"csv {path}", skip_bad)
+    report: dict = {"source": str(path), "split": split, "rows": 0}
+    raw, seen = [], {}
+    for line, cells in rows:
+        if not cells:
             continue
-        if not row.get("path"):
-            raise DataError(f"{path}:{line}: empty path")
-        raw.append((line, row))
-    labels = [r["label"] for _, r in raw]
-    numeric = all(str(v).strip().lstrip("-").isdigit() for v in labels)
+        report["rows"] += 1
+        if len(cells) != len(cols):
+            issues.bad(f"{path}:{line}: expected {len(cols)} cells ({','.join(cols)}), found {len(cells)}")
+            continue
+        row = dict(zip(cols, (c.strip() for c in cells)))
+        if "split" in row and row["split"] != "" and row["split"] != split:
+            continue
+        if not row["path"] or not row["label"]:
+            issues.bad(f"{path}:{line}: empty {'path' if not row['path'] else 'label'}")
+            continue
+        if row["path"] in seen:
+            issues.bad(f"{path}:{line}: {row['path']!r} is listed again (first at line {seen[row['path']]})")
+            continue
+        file, why = entry_path(path.parent, row["path"])
+        if file is None:
+            issues.bad(f"{path}:{line}: {why}; put the CSV in a folder that holds the images")
+            continue
+        seen[row["path"]] = line
+        raw.append((line, row, file))
+    labels = [r["label"] for _, r, _ in raw]
+    numeric = all(v.isascii() and v.lstrip("-").isdigit() for v in labels)  # int("²") fails
     if numeric:
         if classes is None:
             n = max((int(v) for v in labels), default=-1) + 1
@@ -72,21 +92,21 @@ def build_csv(root, split, transform=None, classes=None, skip_bad=False, **_):
         else:
             names = list(classes)
     else:
-        names = _resolve_classes(sorted(set(labels)), classes, str(path))
+        names = sorted(set(labels)) if classes is None else list(classes)
     samples = []
-    for line, row in raw:
-        v = row["label"].strip()
-        if numeric:
-            k = int(v)
-            if not 0 <= k < len(names):
-                raise DataError(f"{path}:{line}: label {k} is outside 0..{len(names) - 1} ({len(names)} classes)")
-        else:
-            k = names.index(v)
-        p = Path(row["path"])
-        if not p.is_absolute():
-            p = path.parent / p
+    for line, row, file in raw:
+        v = row["label"]
+        if numeric and not 0 <= int(v) < len(names):
+            issues.bad(f"{path}:{line}: label {v} is outside 0..{len(names) - 1} ({len(names)} classes)")
+            continue
+        if not numeric and v not in names:
+            issues.bad(f"{path}:{line}: label {v!r} is not one of the configured classes {names}; add it to "
+                       "data.classes or fix the row")
+            continue
         meta = {c: row[c] for c in cols if c not in ("path", "label", "split")}
         meta["line"] = line
-        samples.append(Sample(str(p), k, meta))
+        samples.append(Sample(str(file), int(v) if numeric else names.index(v), meta))
+    issues.finish(report)
     ds = FERDataset(samples, names, transform, name="csv", skip_bad=skip_bad)
+    ds.report = report
     return ds

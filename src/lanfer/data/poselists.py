@@ -24,6 +24,7 @@ import re
 import warnings
 from pathlib import Path
 
+from ._common import text_lines
 from .base import DataError, FERDataset
 
 # file name -> (subset name in the paper, image count the paper reports)
@@ -71,16 +72,15 @@ def read_pose_list(path: str | Path) -> list[tuple[int, int, str]]:
     """
     path = Path(path)
     entries = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            m = _LINE.match(text.split()[0])
-            if m is None:
-                raise DataError(f"{path}:{line_no}: malformed entry {text!r}; expected '<label>/<image>' "
-                                "such as '3/test_0009_aligned.jpg'")
-            entries.append((line_no, int(m.group(1)), m.group(2)))
+    for line_no, line in text_lines(path):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        m = _LINE.match(text.split()[0])
+        if m is None:
+            raise DataError(f"{path}:{line_no}: malformed entry {text!r}; expected '<label>/<image>' "
+                            "such as '3/test_0009_aligned.jpg'")
+        entries.append((line_no, int(m.group(1)), m.group(2)))
     return entries
 
 
@@ -186,8 +186,10 @@ def restrict_to_list(ds: FERDataset, path: str | Path, skip_bad: bool | None = N
         raise DataError(f"{path}: {len(mismatches)} of {len(chosen)} list labels disagree with {ds.name}'s labels "
                         f"(e.g. {mismatches[0]}); the list's class order does not match {ds.classes}")
     if missing:
-        warnings.warn(f"{path}: skipped {len(missing)} entries whose image is not in {ds.name} "
-                      f"(e.g. {missing[0]})", stacklevel=2)
+        # how many and which: a subset that silently shrinks would change the numbers it reports
+        shown = "; ".join(missing[:20]) + (f"; and {len(missing) - 20} more" if len(missing) > 20 else "")
+        warnings.warn(f"{path}: skipped {len(missing)} entries whose image is not in {ds.name} ({len(entries)} "
+                      f"entries, {len(chosen)} matched): {shown}", stacklevel=2)
     if mismatches:
         warnings.warn(f"{path}: {len(mismatches)} list labels disagree with {ds.name}'s labels; keeping the "
                       f"dataset's (e.g. {'; '.join(mismatches[:3])})", stacklevel=2)

@@ -130,12 +130,28 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
         "options": dict(cfg.data.options), "image_size": size, "classes": None, "splits": {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    _remove_stale_temporaries(out)
     old = out / "info.json"
     if old.is_file():
-        previous = json.loads(old.read_text())
+        try:
+            previous = read_info(out)
+        except DataError:  # an unreadable or foreign info.json: rebuilt from scratch
+            previous = {}
         same = all(previous.get(k) == info[k] for k in ("dataset", "root", "options", "image_size"))
         if same:
             info["splits"] = previous.get("splits", {})  # keep splits written earlier with the same settings
+            info["classes"] = previous.get("classes")
+    info["out"] = str(out)
+    # Crash safety: an existing info.json first loses the splits about to be rewritten (before any of their
+    # files is replaced) and gets each back once all its files are in place, so a run killed half-way leaves
+    # a cache that says which splits it lacks (`writing`), never one that vouches for half-written files. A
+    # new cache has no info.json until the end, and a cache without one is never read.
+    progressive = old.is_file()
+    for split in splits:
+        info["splits"].pop(split, None)
+    info["writing"] = list(splits)
+    if progressive:
+        _write_info(out, info)
     for split in splits:
         ds = build_dataset_from_config(cfg.data, split)
         info["classes"] = list(ds.classes)
@@ -143,9 +159,26 @@ def prepare(cfg, out: str | Path | None = None, splits: list[str] | str | None =
         if cfg.data.name == "kdef":
             rep = getattr(ds, "report", {})
             info["folds"] = {k: rep.get(k) for k in ("folds", "fold_by", "seed")}
-    info["out"] = str(out)
-    atomic_write(out / "info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+        info["writing"].remove(split)
+        if progressive:
+            _write_info(out, info)
+    del info["writing"]
+    _write_info(out, info)
     return info
+
+
+def _write_info(out: Path, info: dict[str, Any]) -> None:
+    atomic_write(out / "info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files a killed run left (atomic_write cannot clean up after SIGKILL): an
+    interrupted images file of a large dataset would otherwise hold tens of gigabytes. Only names this module
+    writes (``<name>.<random>.tmp`` next to its own files) are touched."""
+    for tmp in out.glob("*.tmp"):
+        stem = tmp.name.rsplit(".", 2)[0]
+        if stem == "info.json" or stem.startswith(("images_", "labels_", "meta_")):
+            tmp.unlink(missing_ok=True)
 
 
 def _write_split(ds: FERDataset, out: Path, split: str, size: int, skip_bad: bool, workers: int,
@@ -251,8 +284,13 @@ def read_info(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "info.json"
     if not path.is_file():
         raise DataError(f"prepared: {str(path)!r} does not exist; build the cache with `lanfer prepare CONFIG`")
-    info = json.loads(path.read_text())
-    if info.get("format") != FORMAT or info.get("version") != VERSION:
+    try:
+        info = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"prepared: {path} is not readable JSON ({e}); rebuild the cache with `lanfer prepare`") \
+            from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION \
+            or not isinstance(info.get("splits"), dict):
         raise DataError(f"prepared: {path} is not a lanfer cache of version {VERSION}; rebuild it")
     return info
 
@@ -290,14 +328,20 @@ def build_prepared(root, split, transform=None, classes=None, skip_bad=False, **
             fold = int(options.get("fold", built.get("fold", 0)))
             stored, select = "all", (split, fold)
         else:
-            raise DataError(f"prepared: cache {str(folder)!r} has splits {sorted(info['splits'])}, not {split!r}; "
-                            f"run `lanfer prepare CONFIG --splits {split}`")
-    labels = np.load(folder / f"labels_{stored}.npy")
+            interrupted = (f" (an interrupted `lanfer prepare` was writing {', '.join(info['writing'])}: run it "
+                           "again)" if info.get("writing") else "")
+            raise DataError(f"prepared: cache {str(folder)!r} has splits {sorted(info['splits'])}, not {split!r}"
+                            f"{interrupted}; run `lanfer prepare CONFIG --splits {split}`")
+    labels = _load_array(folder / f"labels_{stored}.npy")
     with open(folder / f"meta_{stored}.jsonl") as fh:
         metas = [json.loads(line) for line in fh if line.strip()]
-    if len(metas) != len(labels):
-        raise DataError(f"prepared: {folder} has {len(labels)} labels but {len(metas)} metadata lines for "
-                        f"split {stored!r}; the cache is incomplete, rebuild it")
+    images = _load_array(folder / f"images_{stored}.npy", mmap_mode="r")  # the header only: nothing is read
+    n = info["splits"][stored].get("n")
+    if not len(metas) == len(labels) == images.shape[0] == n or images.shape[1:] != (info["image_size"],) * 2 + (3,):
+        raise DataError(f"prepared: {folder} split {stored!r} has {images.shape[0]} images of "
+                        f"{images.shape[1:]}, {len(labels)} labels and {len(metas)} metadata lines where info.json "
+                        f"says {n} of {info['image_size']}px; the cache is incomplete or mixed, rebuild it")
+    del images
     samples = []
     for row, (label, meta) in enumerate(zip(labels, metas)):
         if select is not None:
@@ -312,6 +356,15 @@ def build_prepared(root, split, transform=None, classes=None, skip_bad=False, **
     ds.report = {"source": str(folder), "split": split, "kept": len(samples),
                  "rows": info["splits"][stored]["n"], "prepared_from": info["dataset"]}
     return ds
+
+
+def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """``np.load`` without pickles (numpy's default, kept explicit) and with errors that name the file."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"prepared: {path} is not a readable numpy array ({e}); rebuild the cache with "
+                        "`lanfer prepare`") from None
 
 
 def summarize(info: dict[str, Any]) -> str:

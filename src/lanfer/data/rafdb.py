@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import (DirIndex, Issues, OfficialDataset, OfficialSample, check_classes, check_options,
-                      first_existing, normalize_split, require)
+                      entry_path, first_existing, normalize_split, require, text_lines)
 from .base import DataError
 from .registry import register_dataset
 
@@ -63,34 +63,42 @@ def build_rafdb(root, split, transform=None, classes=None, skip_bad=False, **opt
     files = DirIndex()
     samples: list[OfficialSample] = []
     rows = 0
-    with open(label_path, encoding="utf-8-sig") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            where = f"{label_path}:{line_no}"
-            parts = text.split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                issues.bad(f"{where}: malformed line {text!r}; expected '<name>.jpg <label 1-7>'")
-                continue
-            name, code = parts[0], int(parts[1])
-            prefix = name.split("_", 1)[0].lower()
-            if prefix not in ("train", "test"):
-                issues.bad(f"{where}: image name {name!r} starts with neither 'train_' nor 'test_'")
-                continue
-            if prefix != want:
-                continue
-            rows += 1
-            if not 1 <= code <= len(RAFDB_CLASSES):
-                issues.bad(f"{where}: label {code} is outside 1..{len(RAFDB_CLASSES)} "
-                           f"({', '.join(RAFDB_CLASSES)})")
-                continue
-            stem = name.rsplit(".", 1)[0]
-            path = image_dir / (f"{stem}_aligned.jpg" if images == "aligned" else name)
-            if check and not files.exists(path):
-                issues.bad(f"{where}: image {str(path)!r} listed for {name!r} does not exist")
-                continue
-            samples.append(OfficialSample(str(path), code - 1, {"line": line_no}, where=where))
+    seen: dict[str, str] = {}  # image name -> the line that listed it first
+    for line_no, line in text_lines(label_path):
+        text = line.strip()
+        if not text:
+            continue
+        where = f"{label_path}:{line_no}"
+        parts = text.split()
+        if len(parts) != 2 or not (parts[1].isascii() and parts[1].lstrip("-").isdigit()):
+            issues.bad(f"{where}: malformed line {text!r}; expected '<name>.jpg <label 1-7>'")
+            continue
+        name, code = parts[0], int(parts[1])
+        prefix = name.split("_", 1)[0].lower()
+        if prefix not in ("train", "test"):
+            issues.bad(f"{where}: image name {name!r} starts with neither 'train_' nor 'test_'")
+            continue
+        if prefix != want:
+            continue
+        rows += 1
+        if not 1 <= code <= len(RAFDB_CLASSES):
+            issues.bad(f"{where}: label {code} is outside 1..{len(RAFDB_CLASSES)} "
+                       f"({', '.join(RAFDB_CLASSES)})")
+            continue
+        if name in seen:
+            issues.bad(f"{where}: image {name!r} is listed again (first at line {seen[name]}); a duplicate "
+                       "would count it twice")
+            continue
+        seen[name] = str(line_no)
+        stem = name.rsplit(".", 1)[0]
+        path, why = entry_path(image_dir, f"{stem}_aligned.jpg" if images == "aligned" else name)
+        if path is None:
+            issues.bad(f"{where}: {why}")
+            continue
+        if check and not files.exists(path):
+            issues.bad(f"{where}: image {str(path)!r} listed for {name!r} does not exist")
+            continue
+        samples.append(OfficialSample(str(path), code - 1, {"line": line_no}, where=where))
     report = {"source": str(label_path), "split": want, "rows": rows, "expected": RAFDB_EXPECTED[want],
               "images": images}
     issues.finish(report)

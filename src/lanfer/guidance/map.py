@@ -54,6 +54,7 @@ class Guidance:
     width: int
     meta: dict[str, Any] = field(default_factory=dict)
     _planes: dict = field(default_factory=dict, init=False, compare=False)
+    path: str | None = field(default=None, init=False, compare=False)  # the file it was loaded from
 
     def __post_init__(self):
         p = self.height * self.width
@@ -103,9 +104,11 @@ class Guidance:
             raise ValueError(f"assign expects F_o of shape (B, C, H, W); got {tuple(x.shape)}")
         want = (self.channels, self.height, self.width)
         if tuple(x.shape[1:]) != want:
-            raise ValueError(f"assign: features have (C, H, W) = {tuple(x.shape[1:])} but the guidance centres "
-                             f"were fitted on (C, H, W) = {want}; use features from the same backbone and "
-                             "input size, or refit the guidance")
+            # GuidanceError (a ValueError) so the command line says it in one line, naming the file
+            source = f"the guidance file {self.path!r}" if self.path else "the guidance centres"
+            raise GuidanceError(f"assign: features have (C, H, W) = {tuple(x.shape[1:])} but {source} was "
+                                f"fitted on (C, H, W) = {want}; use features from the same backbone and input "
+                                "size (data.image_size / 32 per side), or refit the guidance")
         out_dtype = x.dtype if x.is_floating_point() else torch.float32
         w, b, att_is_1 = self._plane(x.device)
         xf = x.float().reshape(x.shape[0], self.channels, self.positions)  # (B, C, P)
@@ -150,7 +153,10 @@ class Guidance:
         try:
             with safe_open(str(path), framework="pt") as f:
                 md = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                # only a guidance file's own tensors are read, and only once the header says it is one
+                ours = md.get("format") == _FORMAT
+                names = set(f.keys()) & {"centers", "attentive", "counts", "inertia"} if ours else set()
+                tensors = {k: f.get_tensor(k) for k in names}
         except Exception as e:  # safetensors raises its own error types for a corrupt or truncated file
             raise GuidanceError(f"{str(path)!r} is not a readable safetensors file ({e}); expected a lanfer "
                                 f"guidance file written by `lanfer cluster` or Guidance.save (is it truncated "
@@ -172,12 +178,21 @@ class Guidance:
         if missing:
             raise GuidanceError(f"{str(path)!r} lacks tensors {sorted(missing)}; a guidance file holds {_TENSORS}"
                                 f"{refit}")
+        if not (0 < height <= 1024 and 0 < width <= 1024) or not isinstance(meta, dict):
+            raise GuidanceError(f"{str(path)!r} has guidance metadata height={height}, width={width}, meta of type "
+                                f"{type(meta).__name__}; expected a lattice of 1..1024 positions per side and a "
+                                f"JSON object{refit}")
         try:
-            return cls(centers=tensors["centers"], attentive=tensors["attentive"], counts=tensors["counts"],
-                       inertia=tensors["inertia"], height=height, width=width, meta=meta)
+            guidance = cls(centers=tensors["centers"], attentive=tensors["attentive"], counts=tensors["counts"],
+                           inertia=tensors["inertia"], height=height, width=width, meta=meta)
         except ValueError as e:
             raise GuidanceError(f"{str(path)!r} does not hold a consistent guidance map for {height}x{width} "
                                 f"positions ({e}){refit}") from None
+        binary = ((guidance.attentive == 0) | (guidance.attentive == 1)).all()
+        if not torch.isfinite(guidance.centers).all() or not binary:
+            raise GuidanceError(f"{str(path)!r} holds NaN/inf centres or attentive indices other than 0/1{refit}")
+        guidance.path = str(path)
+        return guidance
 
     # -- reading it -----------------------------------------------------------------------------------
 

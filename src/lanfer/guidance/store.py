@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write
+from .map import GuidanceError
 
 _STORE_FORMAT = "lanfer.feature_store"
 _STORE_VERSION = 1
@@ -122,16 +123,29 @@ class FeatureStore:
         if not header.is_file():
             raise FileNotFoundError(f"feature store header {str(header)!r} not found: {str(path)!r} is not a "
                                     "complete feature store (was extract_features interrupted?)")
-        h = json.loads(header.read_text())
+        try:
+            h = json.loads(header.read_text())
+            if not isinstance(h, dict):
+                raise ValueError(f"a JSON {type(h).__name__}, not an object")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise GuidanceError(f"{str(header)!r} is not a feature store header ({e})") from None
         if h.get("format") != _STORE_FORMAT:
-            raise ValueError(f"{str(header)!r} is not a lanfer feature store header (format={h.get('format')!r})")
+            raise GuidanceError(f"{str(header)!r} is not a lanfer feature store header (format={h.get('format')!r})")
+        ints = {k: h.get(k) for k in ("height", "width", "capacity", "channels", "n")}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints.values()) \
+                or ints["n"] > ints["capacity"]:
+            raise GuidanceError(f"{str(header)!r}: height, width, capacity, channels and n must be non-negative "
+                                f"integers with n <= capacity; found {ints}")
+        # only the dtypes a store is written in: the header must not choose object arrays or odd layouts
+        if h.get("dtype") not in ("float16", "float32"):
+            raise GuidanceError(f"{str(header)!r}: dtype {h.get('dtype')!r} is not float16 or float32")
         shape = (h["height"] * h["width"], h["capacity"], h["channels"])
         dt = np.dtype(h["dtype"])
         expect = int(np.prod(shape)) * dt.itemsize
         if not path.is_file() or path.stat().st_size != expect:
             size = path.stat().st_size if path.is_file() else "missing"
-            raise ValueError(f"feature store data {str(path)!r} should hold {expect} bytes for shape {shape} "
-                             f"{dt}; found {size}")
+            raise GuidanceError(f"feature store data {str(path)!r} should hold {expect} bytes for shape {shape} "
+                                f"{dt}; found {size} (truncated, or another store's header?)")
         data = np.memmap(path, dtype=dt, mode="r", shape=shape)
         return cls(data, h["n"], h["height"], h["width"], h.get("meta"), path)
 

@@ -17,7 +17,7 @@ from ..faces import FaceDetector, get_detector
 from .batching import _Run
 from .overlays import _Overlays
 from .record import table_columns
-from .runners import OnnxRunner, Runner, TorchRunner, open_onnx
+from .runners import OnnxRunner, Runner, TorchRunner, check_graph, open_onnx
 from .sources import _ImageArray, _Video, expand_inputs
 from .table import PredictionTable, summarize, write_table
 
@@ -101,6 +101,7 @@ class Predictor:
         ``session_options``: an ``onnxruntime.SessionOptions`` (e.g. thread counts)."""
         dev = resolve_device(device)
         session, info = open_onnx(path, dev, session_options)
+        check_graph(session, info, "the exported ONNX model" if isinstance(path, bytes) else path)
         return cls(OnnxRunner(session), info, detector, dev, backend="onnx")
 
     @property

@@ -77,6 +77,23 @@ def open_onnx(model: str | Path | bytes, device: torch.device, session_options: 
     return session, _decode_onnx_metadata(dict(session.get_modelmeta().custom_metadata_map), where)
 
 
+def check_graph(session, info: ModelInfo, where: Any) -> None:
+    """The graph must take what its record says it takes and give one logit per class: a record that lies
+    (another input size or class count) would otherwise fail deep inside a batch, or mislabel the output."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else None
+    size = info.input_size
+    if shape is None or len(shape) != 4 or any(isinstance(d, int) and d != want
+                                               for d, want in zip(shape[1:], (3, size, size))):
+        raise CheckpointError(f"{where}: the graph takes {[(i.name, i.shape) for i in inputs]}, but its lanfer record "
+                              f"says one image input of (N, 3, {size}, {size}); re-export it with lanfer export")
+    k = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    if not 1 <= len(outputs) <= 2 or (isinstance(k, int) and k != info.num_classes):
+        raise CheckpointError(f"{where}: the graph's outputs {[(o.name, o.shape) for o in outputs]} do not give the "
+                              f"{info.num_classes} logits of its record's classes {info.classes}; re-export it with "
+                              "lanfer export")
+
+
 def read_onnx_metadata(path: str | Path) -> ModelInfo:
     """The :class:`~lanfer.info.ModelInfo` of an ONNX file written by ``lanfer export``, read through
     :func:`open_onnx` on the CPU."""

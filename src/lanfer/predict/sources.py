@@ -51,6 +51,9 @@ class _Source:
 
 
 class _ImageFile(_Source):
+    """One image file through :func:`lanfer.data.load_image` (the first frame of an animated one); a file that
+    cannot be decoded becomes one row whose status names it and says why."""
+
     def __init__(self, path: Path):
         self.path, self.name = path, str(path)
 
@@ -162,7 +165,9 @@ def expand_inputs(inputs: Any, every_nth: int) -> list[_Source]:
         elif isinstance(item, (str, Path)):
             p = Path(item)
             if p.is_dir():
-                files = sorted(f for f in p.rglob("*") if f.is_file()
+                # not f.is_file(): a dangling or looping link named like an image gets its own error row
+                # (rglob does not follow links into folders, so a link loop cannot make this walk endless)
+                files = sorted(f for f in p.rglob("*") if not f.is_dir()
                                and f.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
                 if not files:
                     sources.append(_Failed(str(p), f"folder has no images ({', '.join(IMAGE_EXTENSIONS)}) or "
