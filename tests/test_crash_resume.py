@@ -115,11 +115,13 @@ def setup(tmp_path_factory):
 
 
 def _records(run: Path) -> dict[int, dict]:
-    """The metrics.jsonl record of each epoch (the last one written for it), without the timing."""
+    """The metrics.jsonl record of each epoch, without the timing; an epoch logged twice (killed between its line
+    and its checkpoint, then resumed) fails."""
     out = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         r.pop("images_per_s", None)
+        assert r["epoch"] not in out, f"{run / 'metrics.jsonl'} logs epoch {r['epoch']} twice"
         out[r["epoch"]] = r
     return out
 

@@ -42,6 +42,7 @@ from .evaluate import evaluate, format_metrics, predict_loader, summarize, write
 from .guidance import Guidance
 from .losses import lan_loss
 from .info import FaceCrop, ModelInfo
+from .io import atomic_write
 from .model import create_model, model_kwargs_from_config
 from .precision import autocast, grad_scaler, resolve_precision
 
@@ -266,6 +267,37 @@ def validate(model: torch.nn.Module, dataset, cfg: Config, classes: list[str], d
     return summarize(np.concatenate([t for t, _ in shares]), np.concatenate([p for _, p in shares]), classes)
 
 
+def _check_guidance_lattice(guidance: Guidance, backbone: torch.nn.Module, dataset, device) -> None:
+    """Refuse, before the first step, a guidance file fitted on another lattice than this backbone and input size
+    gives (GuidanceError names the file): one image through the backbone in eval mode, so no BatchNorm statistic
+    moves."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        guidance.assign(backbone(dataset[0][0][None].to(device)))  # F_o (1, C, H, W) -> raises on a mismatch
+    backbone.train(was_training)
+
+
+def _drop_log_past(path: Path, epochs_done: int) -> None:
+    """Keep only the metrics.jsonl lines of the epochs ``last.ckpt`` holds. An epoch's line is written before its
+    checkpoint, so a run killed between the two would log that epoch again when resumed; a line cut off by the
+    kill (not JSON) goes too."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+
+    def keep(line: str) -> bool:
+        try:
+            return json.loads(line).get("epoch", 0) <= epochs_done
+        except ValueError:
+            return False
+
+    kept = [ln for ln in lines if keep(ln)]
+    if len(kept) != len(lines):
+        log(f"{path}: dropped {len(lines) - len(kept)} line(s) past epoch {epochs_done}, the checkpoint's")
+        atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
 def train(cfg: Config, out: str | Path | None = None, resume: bool = False, progress: bool | None = None) -> dict:
     """Train a model as ``cfg`` describes; returns the final metrics (also written to ``out/metrics.json``).
 
@@ -313,6 +345,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
             if dist.is_main():
                 guidance.save(gpath)
                 (out / "guidance_summary.txt").write_text(guidance.summary())
+        _check_guidance_lattice(guidance, model.backbone, data["train_plain"], device)
         if cfg.guidance.source == "frozen":
             frozen = copy.deepcopy(model.backbone).eval().requires_grad_(False)
 
@@ -338,6 +371,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         log(f"resumed from {out / 'last.ckpt'} at epoch {start_epoch} (step {step})")
+        if dist.is_main():
+            _drop_log_past(out / "metrics.jsonl", start_epoch)
     step_model = model  # what the training step calls: DDP's wrapper and/or the compiled graph; `model` is saved
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(
