@@ -247,7 +247,9 @@ def test_class_count_and_architecture_messages_say_what_differs(model_file, tmp_
 def test_training_state_of_the_wrong_shape_is_named(tmp_path):
     p = tmp_path / "last.ckpt"
     for state, what in [([1, 2, 3], "holds a list"),
-                        ({"model": {}, "optimizer": [1]}, "'optimizer' entry is not a dict"),
+                        ({"model": {}, "optimizer": [1], "scheduler": {}, "epoch": 1, "step": 1, "best": 0.5},
+                         "'optimizer' entry is not a dict"),
+                        ({"model": {}, "optimizer": {}, "epoch": 1}, "lacks 'scheduler', 'step', 'best'"),
                         ({"model": {"w": 1}, "optimizer": {}, "scheduler": {}, "epoch": 1, "step": 1, "best": 0.5},
                          "not a state dict of tensors"),
                         ({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": True, "step": 1, "best": 0.5},

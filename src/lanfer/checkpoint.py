@@ -14,6 +14,7 @@ mid-save never corrupts the previous checkpoint.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -133,27 +134,39 @@ TRAINING_STATE_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "epo
 
 def load_training_state(path: str | Path, map_location="cpu") -> dict[str, Any]:
     """Read ``last.ckpt`` with ``weights_only=True`` (tensors and plain containers only: a pickled object,
-    and so any code in the file, is refused) and check the training state's entries it holds have their types."""
+    and so any code in the file, is refused) and check it holds every entry of a training state, each of its type."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no training state at {str(path)!r}; --resume needs RUN_DIR/last.ckpt from "
                               "an earlier run with the same --out")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = _torch_load(path, map_location)
     except Exception as e:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"{path}: cannot be loaded as a lanfer training state ({_first_line(e)}); "
                               "lanfer never unpickles objects, so a file holding code is refused") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a lanfer training state (a dict with "
                               f"{', '.join(TRAINING_STATE_KEYS)})")
+    missing = [k for k in TRAINING_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: the training state lacks {', '.join(map(repr, missing))}; it was not "
+                              "written by lanfer train (or by another version): start the run again without --resume")
     for key, kind in TRAINING_STATE_KEYS.items():
-        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+        if (not isinstance(state[key], kind) or isinstance(state[key], bool)):
             raise CheckpointError(f"{path}: the training state's {key!r} entry is not a "
                                   f"{getattr(kind, '__name__', 'number')} (found {type(state.get(key)).__name__}); "
                                   "was it written by lanfer train?")
     if not all(isinstance(v, torch.Tensor) for v in state.get("model", {}).values()):
         raise CheckpointError(f"{path}: the training state's model entry is not a state dict of tensors")
     return state
+
+
+def _torch_load(path: Path, map_location) -> Any:
+    # weights_only=True: tensors and plain containers, never an object (and so never code). Its warning about a
+    # pickle protocol is torch's internals, noise beside the one-line refusal the user gets for such a file.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def _first_line(error: BaseException) -> str:
@@ -173,7 +186,7 @@ def _read_any(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path, "cpu")
     except Exception as e:
         raise CheckpointError(
             f"{path}: cannot be read with torch.load(weights_only=True) ({_first_line(e)}). lanfer never unpickles "
