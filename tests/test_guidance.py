@@ -333,7 +333,7 @@ def test_bad_inputs_name_the_shapes():
         fit_guidance(np.zeros((0, 4, 2, 2), np.float32))
     with pytest.raises(ValueError, match="empty"):
         fit_guidance(iter([]))
-    with pytest.raises(ValueError, match="at least 2 samples"):
+    with pytest.raises(ValueError, match="at least 2 images"):
         fit_guidance(np.zeros((1, 4, 2, 2), np.float32))
     with pytest.raises(ValueError, match=r"chunk 1 has shape \(3, 4, 2, 3\).*chunk 0.*\(4, 2, 2\)"):
         fit_guidance([np.zeros((3, 4, 2, 2)), np.zeros((3, 4, 2, 3))])

@@ -70,17 +70,13 @@ def test_non_finite_loss_on_the_command_line_is_one_line(tmp_path, monkeypatch, 
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # a 0/0 in numpy would be a RuntimeWarning
-@pytest.mark.parametrize("case", ["constant", "zeros", "two identical", "one per cluster", pytest.param(
-    "huge", marks=pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason="kmeans.py: features near the "
-                                    "float32 maximum overflow the squared distances (inf/inf in the shift test) and "
-                                    "both points land in one cluster; found here, left to the guidance owner"))])
+@pytest.mark.parametrize("case", ["constant", "zeros", "two identical", "one per cluster"])
 def test_guidance_fit_on_degenerate_features_stays_finite(case):
     rng = np.random.default_rng(0)
     f = {"constant": np.full((12, 8, 2, 2), 3.0, np.float32),
          "zeros": np.zeros((12, 8, 2, 2), np.float32),
          "two identical": np.repeat(rng.normal(size=(1, 8, 2, 2)).astype(np.float32), 2, 0),
          "one per cluster": rng.normal(size=(2, 8, 2, 2)).astype(np.float32),
-         "huge": np.full((6, 8, 2, 2), 3e38, np.float32) * rng.choice([-1, 1], (6, 1, 1, 1)).astype(np.float32),
          }[case]
     g = fit_guidance(f, seed=0)
     assert torch.isfinite(g.centers).all() and np.isfinite(g.inertia.numpy()).all()
@@ -96,6 +92,29 @@ def test_guidance_fit_on_degenerate_features_stays_finite(case):
         assert g.counts.tolist() == [[1, 1]] * 4
 
 
+def test_guidance_fit_on_features_whose_squares_overflow_is_refused_with_a_message():
+    # finite float32 values near its maximum: every squared distance would be inf, every centre NaN
+    f = np.full((6, 8, 2, 2), 3e38, np.float32) * np.array([1, -1] * 3, np.float32)[:, None, None, None]
+    with pytest.raises(ValueError, match="values so large that their squares overflow"):
+        fit_guidance(f, seed=0)
+
+
 def test_guidance_fit_on_one_image_is_refused_with_a_message():
-    with pytest.raises(ValueError, match="need at least 2 samples to form 2 clusters; got N = 1"):
+    with pytest.raises(ValueError, match="needs at least 2 images to form 2 clusters per position; got 1"):
         fit_guidance(np.ones((1, 8, 2, 2), np.float32))
+
+
+def test_cluster_and_train_on_too_small_a_dataset_say_so_in_one_line(tmp_path, capsys):
+    # two class folders, one image in all: the fit has 1 sample; one class folder: no classifier to train
+    data = make_imagefolder(tmp_path / "data", classes=("a", "b"), per_class=1, splits=("train",), size=32)
+    (data / "train" / "b" / "b_000.png").unlink()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"model: {{name: lan_resnet18}}\ndata: {{name: imagefolder, root: {data}, image_size: 64, "
+                   "num_workers: 0, val_split: null, test_split: train}\n")
+    assert main(["cluster", str(cfg), "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "needs at least 2 images" in err
+    (data / "train" / "b").rmdir()
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "has 1 class ['a']; a classifier needs at least 2" in err

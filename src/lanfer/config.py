@@ -438,6 +438,9 @@ def validate(cfg: Config) -> None:
 def resolve_num_classes(cfg: Config, classes: list[str]) -> None:
     """Set ``model.num_classes`` from the training data's class names when the config leaves it unset;
     refuse an explicit value that disagrees (a 7-way head on a 2-class set is a mistake, not a choice)."""
+    if len(classes) < 2:
+        raise ConfigError(f"the dataset at data.root={cfg.data.root!r} has {len(classes)} class{'es' * (len(classes) != 1)} "
+                          f"{list(classes)}; a classifier needs at least 2: check data.root and data.name")
     if cfg.model.num_classes is None:
         cfg.model.num_classes = len(classes)
     elif cfg.model.num_classes != len(classes):

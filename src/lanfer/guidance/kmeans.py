@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .backends import _make_ops, _Stats
-from .map import Guidance
+from .map import Guidance, GuidanceError
 from .shard import _Comm
 from .store import _make_source
 
@@ -80,8 +80,11 @@ def _lloyd(chunks, ops, centres: np.ndarray, iters: int, tol: float, totals=None
         if totals is None:
             totals = (st.n, st.colsum, st.sqsum)
             if not np.isfinite(st.sqsum).all():
-                raise ValueError("features contain NaN or inf (at block positions "
-                                 f"{np.flatnonzero(~np.isfinite(st.sqsum)).tolist()})")
+                # finite features whose squares overflow float32 (|x| above ~1e18) land here too: both mean a
+                # diverged backbone, and either would make every distance NaN
+                raise GuidanceError("features contain NaN or inf, or values so large that their squares overflow "
+                                    f"(at block positions {np.flatnonzero(~np.isfinite(st.sqsum)).tolist()}): F_o "
+                                    "of a diverged backbone? Check the model weights before fitting the guidance")
         n, colsum, _ = totals
         cnt = np.stack([n[:, None] - st.count1, st.count1], -1)  # (pb, R, 2)
         sm = np.stack([colsum[:, None] - st.sum1, st.sum1], -2)  # (pb, R, 2, C)
@@ -168,7 +171,8 @@ def _fit(src, ops, seed, iters, tol, sample_size, chunk_size, n_init, max_memory
     n_local, c, p_total = src.n, src.channels, src.positions
     n, offset = comm.layout(n_local)  # this rank holds global rows [offset, offset + n_local)
     if n < 2:
-        raise ValueError(f"need at least 2 samples to form 2 clusters; got N = {n}")
+        raise GuidanceError(f"the guidance fit needs at least 2 images to form 2 clusters per position; got {n}: "
+                            "train on more images, or set guidance.source=none")
     s = min(sample_size, n)
     sample_idx = np.arange(n) if s == n else np.sort(
         np.random.default_rng([seed, 0]).choice(n, s, replace=False))
