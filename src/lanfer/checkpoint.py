@@ -23,7 +23,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .info import FORMAT, FORMAT_VERSION, InfoError, ModelInfo, decode_metadata  # noqa: F401 (decode_metadata re-exported)
+from .info import FORMAT, FORMAT_VERSION, MODEL_NAMES, InfoError, ModelInfo, decode_metadata  # noqa: F401 (decode_metadata re-exported)
 from .io import atomic_write
 
 # Heads of face-recognition checkpoints that are not part of the backbone: the ijba model has a 256-d
@@ -80,8 +80,6 @@ def read_model_info(path: str | Path) -> ModelInfo:
         info = ModelInfo.from_metadata(meta, str(path))
     except InfoError as e:
         raise CheckpointError(str(e)) from None
-    from .model import MODEL_NAMES  # names only (imported here: model.py imports this module)
-
     if info.arch not in MODEL_NAMES:
         raise CheckpointError(f"{path}: holds a model of architecture {info.arch!r}; this lanfer builds "
                               f"{', '.join(MODEL_NAMES)}")

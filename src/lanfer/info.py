@@ -20,6 +20,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+#: the architectures lanfer builds (``lanfer.model.create_model``), and so the ones a model file may name
+MODEL_NAMES = ("lan_resnet18", "resnet18")
+
 FORMAT = "lanfer"
 FORMAT_VERSION = "1"
 COLOR_MODES = ("rgb", "grayscale")

@@ -15,10 +15,9 @@ import torch.nn.functional as F
 import torchvision
 
 from .checkpoint import CheckpointError, load_backbone, load_state, read_model_info, read_weights
-from .info import ModelInfo
+from .info import MODEL_NAMES, ModelInfo
 from .pretrained import find, is_shipped_name
 
-MODEL_NAMES = ("lan_resnet18", "resnet18")
 FUSIONS = ("add", "concat", "average")
 
 
