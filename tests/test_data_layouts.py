@@ -432,9 +432,10 @@ def test_fer2013_bad_rows_and_folders(tmp_path):
     with open(path, "a") as fh:
         fh.write("7," + " ".join(["1"] * 2304) + ",Training\n")
         fh.write("2," + " ".join(["1"] * 2303) + ",Training\n")
+        fh.write("\u00b2," + " ".join(["1"] * 2304) + ",Training\n")  # a digit to str.isdigit, not to int()
     with pytest.raises(DataError, match=r"fer2013.csv:7: emotion '7'"):
         build_dataset("fer2013", tmp_path, "train")
-    with pytest.warns(UserWarning, match="skipped 2 bad"):
+    with pytest.warns(UserWarning, match="skipped 3 bad"):
         assert len(build_dataset("fer2013", tmp_path, "train", skip_bad=True)) == 2
 
     folders = tmp_path / "release"

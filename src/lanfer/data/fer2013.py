@@ -117,7 +117,7 @@ def _from_csv(path: Path, usage: str, transform, skip_bad: bool) -> OfficialData
             continue
         rows += 1
         code = row.get("emotion", "")
-        if not code.isdigit() or not 0 <= int(code) < len(FER2013_CLASSES):
+        if not (code.isascii() and code.isdigit()) or not 0 <= int(code) < len(FER2013_CLASSES):
             issues.bad(f"{where}: emotion {code!r} is outside 0..6 ({', '.join(FER2013_CLASSES)})")
             continue
         image = parse_pixels(row.get("pixels", ""))

@@ -219,7 +219,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     else:
         predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector)
     # A bare number that is not a file is a camera index (lanfer predict CKPT 0).
-    inputs = [int(i) if isinstance(i, str) and i.isdigit() and not Path(i).exists() else i for i in inputs]
+    inputs = [int(i) if isinstance(i, str) and i.isascii() and i.isdigit() and not Path(i).exists() else i
+              for i in inputs]
     table = predictor.predict(inputs, batch_size=batch_size, progress=progress, detect=detect,
                               every_nth_frame=every_nth_frame, overlay_dir=out / "overlays" if overlay else None)
     path = write_table(table, out / f"predictions.{format}")

@@ -36,7 +36,7 @@ async def read_uploads(content_type: str | None, content_length: str | None, str
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise ApiError(422, "send the pictures as multipart/form-data file fields named 'files' "
                             "(curl -F files=@photo.jpg ...)")
-    if content_length and content_length.isdigit() and int(content_length) > max_bytes:
+    if content_length and content_length.isascii() and content_length.isdigit() and int(content_length) > max_bytes:
         raise ApiError(413, f"upload of {int(content_length)} bytes is over this server's limit of {max_bytes} "
                             f"bytes; {_SMALLER}")
     files: list[Upload] = []
