@@ -1,0 +1,122 @@
+"""``lanfer`` commands: predict with a model, export, list, ship, and the shipped configs."""
+from __future__ import annotations
+
+import sys
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="expressions of the faces in photos, folders, videos or a webcam",
+                       description="Detect, align and classify every face; writes OUT/predictions.csv and, with "
+                                   "--overlay, annotated images/videos in OUT/overlays/. Example: lanfer predict "
+                                   "photo.jpg (the shipped default model), or lanfer predict "
+                                   "runs/rafdb_lan/best.safetensors photos/ clip.mp4 --overlay --every-nth-frame 5. "
+                                   "Exit code 1 when any input could not be read (its row says why), 2 on a usage "
+                                   "error.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image, video (mp4/avi/mov/mkv/webm), folder (searched recursively) or camera index; a "
+                        "first argument that is a model file (.safetensors/.onnx) is taken as the model")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help="a shipped model name (lanfer models) or a model file; default: the shipped default model")
+    p.add_argument("--out", default="runs/predict", help="output folder (default runs/predict)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="predictions file format")
+    p.add_argument("--overlay", action="store_true", help="write annotated images and videos to OUT/overlays/")
+    p.add_argument("--no-detect", action="store_true", help="inputs are aligned face crops: one face per image")
+    p.add_argument("--every-nth-frame", type=int, default=1, metavar="N", help="keep every N-th video frame")
+    p.add_argument("--batch-size", type=int, default=32, help="face crops per model call (default 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--onnx", metavar="MODEL.onnx", help="run this exported model in ONNX Runtime instead of PyTorch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(a):
+        from ..predict import run_predict
+
+        inputs, model = list(a.inputs), a.model
+        # `lanfer predict CKPT INPUT...`, the original form, still works: a model file first is the model
+        if model is None and len(inputs) > 1 and str(inputs[0]).endswith((".safetensors", ".onnx")):
+            model, inputs = inputs[0], inputs[1:]
+        table, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
+                                     detect=not a.no_detect, every_nth_frame=a.every_nth_frame, batch_size=a.batch_size,
+                                     device=a.device, onnx=a.onnx, progress=not a.no_progress)
+        print(summary)
+        return 1 if table["status"].str.startswith("error").any() else 0  # some input could not be read
+
+    p.set_defaults(func=run)
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a model file to ONNX and check it against PyTorch",
+                       description="Example: lanfer export runs/rafdb_lan/best.safetensors --format onnx --out "
+                                   "lan.onnx --check-images faces/. Outputs logits and attention (LAN) or logits "
+                                   "(baseline); fails if ONNX Runtime and PyTorch differ by more than 1e-4.")
+    p.add_argument("checkpoint", help="a lanfer model file (RUN_DIR/best.safetensors)")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; below 18 uses the legacy exporter)")
+    p.add_argument("--image-size", type=int, help="input side (default: the checkpoint's)")
+    p.add_argument("--check-images", nargs="+", metavar="DIR/FILES",
+                   help="face-crop images or folders for the parity check, besides random inputs")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+
+    def run(a):
+        from ..export import export_onnx, format_report
+
+        print(format_report(export_onnx(a.checkpoint, a.out, opset=a.opset, image_size=a.image_size,
+                                        check=not a.no_check, check_images=a.check_images)))
+
+    p.set_defaults(func=run)
+
+
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the models shipped with lanfer, with their numbers",
+                       description="Example: lanfer models. Shipped models work offline: lanfer predict photo.jpg "
+                                   "--model NAME, Predictor.from_pretrained(NAME), create_model(ARCH, pretrained=TAG).")
+    p.add_argument("--json", action="store_true", help="print each model's full record as JSON")
+
+    def run(a):
+        from ..pretrained import models_table
+
+        print(models_table(as_json=a.json))
+
+    p.set_defaults(func=run)
+
+
+def add_ship(sub) -> None:
+    p = sub.add_parser("ship", help="package a run's best model as float16 weights with a complete record",
+                       description="Example: lanfer ship runs/ferplus_lan --eval pose30=runs/eval30/metrics.json "
+                                   "--crop '{\"margin\": -0.085, \"shift_y\": -0.068, \"like\": \"ferplus\"}' "
+                                   "--out lan.safetensors")
+    p.add_argument("run", help="a run folder (best.safetensors, metrics.json, metrics.jsonl) or a model file")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--eval", action="append", default=[], metavar="NAME=METRICS.json",
+                   help="an extra evaluation to record (lanfer eval --out), e.g. pose30=runs/e30/metrics.json")
+    p.add_argument("--crop", help="the face crop prediction should cut, as JSON (lanfer.info.FaceCrop fields)")
+
+    def run(a):
+        import json
+
+        from ..ship import ship
+
+        evals = {}
+        for item in a.eval:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise FileNotFoundError(f"--eval {item!r}: expected NAME=PATH/metrics.json")
+            evals[name] = path
+        crop = json.loads(a.crop) if a.crop else None
+        print(f"wrote {ship(a.run, a.out, evals=evals, crop=crop, command='lanfer ship ' + ' '.join(sys.argv[2:]))}")
+
+    p.set_defaults(func=run)
+
+
+def add_configs(sub) -> None:
+    p = sub.add_parser("configs", help="list the experiment configs that ship with lanfer (one per paper row)",
+                       description="Each name can stand in for a config path: lanfer train kdef_lan --cv 10. "
+                                   "A file of that name in the current folder wins over the packaged one.")
+
+    def run(a):
+        from ..config import configs_text
+
+        print(configs_text())
+
+    p.set_defaults(func=run)
+
