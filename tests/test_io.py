@@ -39,7 +39,8 @@ def test_failed_write_leaves_no_temporary_and_no_target(tmp_path):
 @pytest.mark.parametrize("error", [ValueError("bad value"), KeyboardInterrupt()])
 def test_failed_write_keeps_the_existing_target_intact(tmp_path, error):
     target = tmp_path / "last.ckpt"
-    save_training_state(target, {"step": 7, "w": torch.arange(5.0)})
+    save_training_state(target, {"model": {"w": torch.arange(5.0)}, "optimizer": {}, "scheduler": {}, "epoch": 1,
+                                 "step": 7, "best": 0.5})
     before = target.read_bytes()
 
     def fail(tmp):
