@@ -57,5 +57,11 @@ def test_demo_flags_reach_the_config(monkeypatch, tmp_path):
         ("sgd", 0.03, 0.02, "none", 12, 3, 0)
     assert (cfg.batch_size, cfg.folds, cfg.quick) == (DemoConfig().batch_size, DemoConfig().folds, False)
     assert DemoConfig().optimizer == "adamw" and DemoConfig().augment == "flip"  # the measured defaults
+    # fp32 unless asked: train.amp's auto would pick bf16 on AMX CPUs only, and the README's table would then
+    # depend on the CPU model
+    assert cfg.amp == "none" and lanfer.demo._train_cfg(cfg).train.amp == "none"
+    seen.clear()
+    assert main(["demo", "--out", str(tmp_path / "e"), "--amp", "bf16"]) == 0
+    assert lanfer.demo._train_cfg(seen["cfg"]).train.amp == "bf16"
     with pytest.raises(SystemExit):
         main(["demo", "--augment", "mirror"])

@@ -58,6 +58,9 @@ class DemoConfig:
     pixel_baseline: bool = True  # also fit a linear classifier on raw pixels per fold: the floor to clear
     seed: int = 0
     num_workers: int = -1  # auto: 0 on CPU, several on GPU (lanfer.config.resolve_workers)
+    # fp32, not train.amp's "auto": auto picks bf16 on CPUs with AMX only, so the README's table would then
+    # depend on the CPU model; "auto" or "bf16" trade that for ~1.5-2.5x speed on such a CPU
+    amp: str = "none"
     resume: bool = False
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +105,7 @@ def _train_cfg(cfg: DemoConfig, **sections) -> Any:
     d: dict[str, Any] = {
         "data": {"image_size": cfg.image_size, "num_workers": cfg.num_workers, "augment": cfg.augment},
         "train": {"batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": cfg.optimizer, "warmup_epochs": 1,
-                  "progress": True, "channels_last": True},
+                  "progress": True, "channels_last": True, "amp": cfg.amp},
         "guidance": {"seeds": 3},
         "seed": cfg.seed,
     }

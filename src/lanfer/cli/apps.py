@@ -24,6 +24,8 @@ def add_demo(sub) -> None:
     p.add_argument("--pretrain-lr", type=float, help="identity-pretraining learning rate")
     p.add_argument("--augment", choices=("flip", "full", "none"), help="training augmentation, pretraining and fine-tuning (default flip)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), help="for pretraining and fine-tuning (default adamw)")
+    p.add_argument("--amp", choices=("none", "auto", "bf16", "fp16"),
+                   help="training precision (default none: fp32, the same numbers on every CPU; see train.amp)")
 
     def run(a):
         from ..demo import DemoConfig, run_demo
