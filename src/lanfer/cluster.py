@@ -33,7 +33,7 @@ def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, st
     if cfg.guidance.max_images and len(ds) > cfg.guidance.max_images:
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.guidance.max_images]
         ds = Subset(ds, sorted(idx.tolist()))
-    world, rank = dist.world_size(), (torch.distributed.get_rank() if dist.world_size() > 1 else 0)
+    world, rank = dist.world_size(), dist.rank()
     if world > 1:
         # contiguous shards in rank order, as fit_guidance(distributed=True) expects
         ds = Subset(ds, range(rank * len(ds) // world, (rank + 1) * len(ds) // world))

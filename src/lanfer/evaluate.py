@@ -169,6 +169,27 @@ def write_metrics(metrics: dict, path: str | Path) -> Path:
     return path
 
 
+def _open_for_eval(checkpoint, data, root, split, subset, options, overrides, batch_size, device, num_workers):
+    """The model file, its data config, the split's dataset under the model's own preprocessing, and a loader:
+    what evaluating a model file and predicting with it both start from."""
+    from .config import resolve_workers
+    from .data import EvalPreset, build_dataset_from_config, collate
+    from .devices import resolve_device
+    from .model import load_model
+
+    device = resolve_device(device)
+    model, info = load_model(checkpoint, device=device)
+    cfg = data_config_for(info, data, root, options, overrides)
+    transform = EvalPreset.from_info(info)  # the preprocessing the model was trained with
+    ds = build_dataset_from_config(cfg.data, split, transform=transform, subset=subset or cfg.data.subset)
+    if list(ds.classes) != list(info.classes):
+        raise ValueError(f"{checkpoint}: the model's classes {info.classes} differ from the dataset's {ds.classes}; "
+                         "evaluate on a dataset with the same label set and order")
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=resolve_workers(num_workers, str(device)),
+                        collate_fn=collate)
+    return model, info, cfg, ds, loader, device
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: str | None = None,
                         split: str = "test", subset: str | None = None, options: dict | None = None,
                         overrides: list[str] | None = None, batch_size: int = 64, device: str = "auto",
@@ -178,22 +199,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
     ``data`` is either a YAML config (its ``data`` section is used) or a dataset name with ``root``.
     Image size and normalisation come from the checkpoint, so evaluation matches training.
     """
-    from .config import resolve_workers
-    from .data import EvalPreset, build_dataset_from_config, collate
-    from .model import load_model
-    from .devices import resolve_device
-
-    device = resolve_device(device)
-    model, info = load_model(checkpoint, device=device)
-    cfg = data_config_for(info, data, root, options, overrides)
-    transform = EvalPreset.from_info(info)  # the preprocessing the model was trained with
-    ds = build_dataset_from_config(cfg.data, split, transform=transform, subset=subset or cfg.data.subset)
+    model, info, cfg, ds, loader, device = _open_for_eval(checkpoint, data, root, split, subset, options, overrides,
+                                                         batch_size, device, num_workers)
     classes = info.classes
-    if list(ds.classes) != list(classes):
-        raise ValueError(f"the checkpoint's classes {classes} differ from the dataset's {ds.classes}; "
-                         "evaluate on a dataset with the same label set and order")
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=resolve_workers(num_workers, str(device)),
-                        collate_fn=collate)
     metrics = evaluate(model, loader, classes, device, progress=progress)
     metrics["checkpoint"] = str(checkpoint)
     metrics["dataset"] = {"name": cfg.data.name, "root": cfg.data.root, "split": split,
@@ -301,20 +309,8 @@ def predict_checkpoint(checkpoint: str | Path, data: str | None = None, root: st
     ``{"targets", "preds", "probs", "metas", "classes", "dataset"}``; with ``out``, also written as the CSV of
     :func:`write_predictions`. The metrics of these predictions are ``summarize(targets, preds, classes, metas)``.
     """
-    from .config import resolve_workers
-    from .data import EvalPreset, build_dataset_from_config, collate
-    from .devices import resolve_device
-    from .model import load_model
-
-    device = resolve_device(device)
-    model, info = load_model(checkpoint, device=device)
-    cfg = data_config_for(info, data, root, None, overrides)
-    ds = build_dataset_from_config(cfg.data, split, transform=EvalPreset.from_info(info),
-                                   subset=subset or cfg.data.subset)
-    if list(ds.classes) != list(info.classes):
-        raise ValueError(f"{checkpoint}: the model's classes {info.classes} differ from the dataset's {ds.classes}")
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                        num_workers=resolve_workers(-1, str(device)))
+    model, info, cfg, ds, loader, device = _open_for_eval(checkpoint, data, root, split, subset, None, overrides,
+                                                         batch_size, device, -1)
     targets, preds, probs, metas = predict_loader(model, loader, device, progress=progress)
     result = {"targets": targets, "preds": preds, "probs": probs, "metas": metas, "classes": list(info.classes),
               "dataset": {"name": cfg.data.name, "root": cfg.data.root, "split": split,

@@ -21,15 +21,16 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
+from ..distributed import rank, world_size
+
 
 class _Comm:
     """The exchanges of a sharded fit over the default process group (the identity for one process)."""
 
     def __init__(self, distributed: bool):
-        self.on = bool(distributed) and tdist.is_available() and tdist.is_initialized() \
-            and tdist.get_world_size() > 1
-        self.rank = tdist.get_rank() if self.on else 0
-        self.world = tdist.get_world_size() if self.on else 1
+        self.on = bool(distributed) and world_size() > 1
+        self.rank = rank() if self.on else 0
+        self.world = world_size() if self.on else 1
         # NCCL moves CUDA tensors only (untested here: no GPU on the machines this was written on)
         self.device = torch.device("cpu")
         if self.on and tdist.get_backend() == "nccl":
