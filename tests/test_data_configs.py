@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import write_rafdb_noise
 from lanfer.config import load_config

@@ -7,7 +7,6 @@ animated files, ``resource.getrusage`` in a fresh process for the decompression 
 from __future__ import annotations
 
 import io
-import json
 import os
 import struct
 import subprocess

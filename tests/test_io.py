@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -84,3 +86,21 @@ def test_prepare_that_fails_on_a_bad_image_leaves_no_partial_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["images_test.npy", "info.json", "labels_test.npy",
                                                      "meta_test.jsonl"]
     assert np.load(out / "images_test.npy").shape == (3, 32, 32, 3)
+
+
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    # mkstemp's 0600 must not leak into the result: a new file gets 0666 less the umask, as open() gives it,
+    # and rewriting an existing file keeps its mode
+    old = os.umask(0o027)
+    try:
+        new = atomic_write(tmp_path / "new.txt", lambda t: t.write_text("x"))
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o640
+    kept = tmp_path / "kept.txt"
+    kept.write_text("old")
+    kept.chmod(0o604)
+    atomic_write(kept, lambda t: t.write_text("new"))
+    assert kept.read_text() == "new" and stat.S_IMODE(kept.stat().st_mode) == 0o604

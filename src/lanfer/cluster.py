@@ -21,6 +21,7 @@ from .data import EvalPreset, build_dataset_from_config, collate
 from .distributed import log, seed_everything
 from .guidance import Guidance, extract_features, fit_guidance, stability
 from .model import create_model, model_kwargs_from_config
+from .io import atomic_write
 
 
 def fit_guidance_for(cfg: Config, backbone: torch.nn.Module, dataset, device, store_dir: Path | None = None,
@@ -89,7 +90,7 @@ def cluster(cfg: Config, out: str | Path | None = None, progress: bool = True) -
     path = out / "guidance.safetensors"
     if dist.is_main():  # every rank holds the same fit: one writes it
         g.save(path)
-        (out / "guidance_summary.txt").write_text(g.summary())
+        atomic_write(out / "guidance_summary.txt", lambda t: t.write_text(g.summary()))
         cfg.save(out / "config.yaml")
     log(g.summary())
     log(f"wrote {path}")

@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import ConfigError, config_from_dict
 from .data.kdef import KDEF_VIEWS
+from .io import atomic_write
 
 MODELS = (("resnet18", "ResNet-18 baseline"), ("lan_resnet18", "LAN"))
 PIXEL_LABEL = "Linear, raw pixels"
@@ -144,7 +145,7 @@ def _pixel_fold(cfg: DemoConfig, expr_root: Path, fold: int, out: Path) -> dict:
     data = _train_cfg(cfg, data=_fold_data(cfg, expr_root, fold)).data
     m = pixel_baseline(build_dataset_from_config(data, data.train_split),
                        build_dataset_from_config(data, data.test_split), group_by=["view"])
-    path.write_text(json.dumps(m, indent=2))
+    atomic_write(path, lambda t: t.write_text(json.dumps(m, indent=2)))
     return m
 
 
@@ -164,7 +165,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     if cfg.identities < cfg.folds:
         raise ConfigError(f"--identities {cfg.identities} is fewer than --folds {cfg.folds}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    atomic_write(out / "demo_config.json", lambda t: t.write_text(json.dumps(asdict(cfg), indent=2)))
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -206,7 +207,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = summarize_demo(cfg, results, pre_metrics)
     timings["total"] = time.perf_counter() - t_start
     summary["timings_s"] = timings
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "metrics.json", lambda t: t.write_text(json.dumps(summary, indent=2)))
     print(format_demo_table(summary))
     from .analysis.report import write_demo_report
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .io import atomic_write
+
 # Metadata that identifies an item rather than describing a condition; never grouped by.
 _ID_KEYS = {"path", "index", "line", "identity_path", "file"}
 YAW_BINS = (0, 15, 30, 45, 60, 91)
@@ -163,10 +165,8 @@ def format_metrics(metrics: dict, title: str = "") -> str:
 
 
 def write_metrics(metrics: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2))
-    return path
+    # atomic: a finished run is recognised by its metrics.json (ablate, resume), so half of one must not exist
+    return atomic_write(path, lambda t: t.write_text(json.dumps(metrics, indent=2)))
 
 
 def _open_for_eval(checkpoint, data, root, split, subset, options, overrides, batch_size, device, num_workers):
@@ -252,8 +252,6 @@ def write_predictions(path: str | Path, targets, preds, probs, metas: list[dict]
     """One CSV row per image: ``path``, ``true`` and ``pred`` (class names), ``p_<class>`` per class, then every
     metadata column the dataset gave (``view``, ``yaw``, ``subject`` ...). Written atomically."""
     import csv
-
-    from .io import atomic_write
 
     probs = np.asarray(probs, dtype=float)  # (N, K)
     meta_keys = sorted({k for m in metas for k in m} - {"path", "index"})

@@ -39,6 +39,7 @@ from .info import ModelInfo
 from .model import load_model
 from .data import EvalPreset, load_image
 from .data.base import IMAGE_EXTENSIONS
+from .io import atomic_write
 
 DEFAULT_OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -165,8 +166,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
         raise ValueError(f"image_size {size} is below 32 px: the backbone downsamples by 32")
     data = export_model(model, info, size, opset)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
+    atomic_write(out, lambda t: t.write_bytes(data))
     outputs = ["logits", "attention"] if getattr(model, "head", None) is not None else ["logits"]
     report: dict[str, Any] = {
         "path": str(out), "checkpoint": str(checkpoint), "opset": opset,

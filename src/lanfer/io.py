@@ -8,6 +8,7 @@ target; on any failure the temporary file is removed and the target is left as i
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -30,15 +31,23 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object]) ->
 
     The temporary file is fsynced before the rename, so after a crash ``path`` holds either the old content
     or the complete new one. If ``write_fn`` (or anything after it) raises, the temporary file is removed,
-    ``path`` is untouched, and the exception propagates.
+    ``path`` is untouched, and the exception propagates. The file gets the permissions a plain ``open(path,
+    "w")`` would give it: an existing file's mode is kept, a new one gets 0666 less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         write_fn(tmp)
+        # mkstemp makes the file 0600: a shipped model or a results table would be unreadable to the user's
+        # group, unlike every other file they write
+        os.chmod(tmp, mode)
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
@@ -46,6 +55,20 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object]) ->
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (os.umask can only set and return)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _fsync(path: Path) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .data.base import FERDataset
 from .faces import FaceDetector, estimate_pose, get_detector
+from .io import atomic_write
 
 # FER crops are tight (often the face touches the border) and some are tiny (48x48): MTCNN finds faces more
 # reliably with context around them and at least this many pixels on the shorter side.
@@ -180,18 +181,20 @@ def write_pose_subsets(dataset: FERDataset, out_dir: str | Path, thresholds: Seq
         keep = [e for e, y in zip(entries, yaw) if np.isfinite(y) and abs(y) > t]
         # "lanfer_" prefix: never mistaken for (or overwriting) RAN's published pose_30_ferplus_list.txt etc.
         path = out / f"lanfer_pose_{_fmt(t)}_{name}_list.txt"
-        path.write_text("".join(line + "\n" for line in keep))
+        atomic_write(path, lambda tmp, keep=keep: tmp.write_text("".join(line + "\n" for line in keep)))
         result.counts[t] = len(keep)
         result.files[t] = str(path)
 
-    table = out / f"pose_yaw_{name}.csv"
-    with open(table, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "entry", "label", "yaw", "pitch", "roll", "source", "face_score"])
-        for i, s in enumerate(dataset.samples):
-            w.writerow([s.path, entries[i], _class_index(s.label)]
-                       + ["" if not np.isfinite(v) else f"{v:.2f}" for v in (yaw[i], pitch[i], roll[i])]
-                       + [source[i], "" if not np.isfinite(score[i]) else f"{score[i]:.4f}"])
+    def write_table(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "entry", "label", "yaw", "pitch", "roll", "source", "face_score"])
+            for i, s in enumerate(dataset.samples):
+                w.writerow([s.path, entries[i], _class_index(s.label)]
+                           + ["" if not np.isfinite(v) else f"{v:.2f}" for v in (yaw[i], pitch[i], roll[i])]
+                           + [source[i], "" if not np.isfinite(score[i]) else f"{score[i]:.4f}"])
+
+    table = atomic_write(out / f"pose_yaw_{name}.csv", write_table)
     result.table = str(table)
     return result
 

@@ -344,7 +344,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
             guidance = fit_guidance_for(cfg, model.backbone, data["train_plain"], device, out, progress)
             if dist.is_main():
                 guidance.save(gpath)
-                (out / "guidance_summary.txt").write_text(guidance.summary())
+                atomic_write(out / "guidance_summary.txt", lambda t: t.write_text(guidance.summary()))
         _check_guidance_lattice(guidance, model.backbone, data["train_plain"], device)
         if cfg.guidance.source == "frozen":
             frozen = copy.deepcopy(model.backbone).eval().requires_grad_(False)

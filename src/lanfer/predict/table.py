@@ -12,6 +12,7 @@ from ..faces import align_face
 from .overlays import PALETTE, heat_overlay
 from .record import LANDMARK_COLUMNS, STATUS_NO_FACE, STATUS_OK
 from .sources import reread_frame
+from ..io import atomic_write
 
 
 class PredictionTable(pd.DataFrame):
@@ -121,13 +122,10 @@ def _face_crop(image: np.ndarray, row: pd.Series, size: int) -> np.ndarray:
 def write_table(table: PredictionTable, path: str | Path) -> Path:
     """Write the table as CSV or JSON records (by suffix); the attention column stays in memory only."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     flat = pd.DataFrame(table.drop(columns=["attention"], errors="ignore"))
     if path.suffix == ".json":
-        path.write_text(flat.to_json(orient="records", indent=1))
-    else:
-        flat.to_csv(path, index=False, float_format="%.6g")
-    return path
+        return atomic_write(path, lambda t: t.write_text(flat.to_json(orient="records", indent=1)))
+    return atomic_write(path, lambda t: flat.to_csv(t, index=False, float_format="%.6g"))
 
 
 def summarize(table: PredictionTable, max_sources: int = 20) -> str:

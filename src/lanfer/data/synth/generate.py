@@ -23,6 +23,7 @@ from .expressions import AUS, KDEF_CODE, au_intensity, expression_names, facs_co
 from .face import LANDMARKS, build_face
 from .identity import GLASSES_STYLES, Identity, sample_identity
 from .render import pixels_per_unit, render, sample_scene
+from ...io import atomic_write
 
 SESSIONS = ("A", "B")
 JPEG_QUALITY = 92
@@ -348,5 +349,6 @@ def generate(out: str | Path, identities: int = 4, seed: int = 1, views: str = "
                   "letters and L/R for unilateral AUs (subject's side)",
         },
     }
-    (out / "synth.json").write_text(json.dumps(info, indent=2) + "\n")
+    # the completion marker: atomic, so an interrupted run is never read as a finished dataset
+    atomic_write(out / "synth.json", lambda t: t.write_text(json.dumps(info, indent=2) + "\n"))
     return out
