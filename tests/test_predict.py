@@ -336,6 +336,29 @@ def test_cli_writes_predictions_and_overlays(checkpoint, two_faces, tmp_path, ca
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_min_face_size_bounds_the_face_search(checkpoint, two_faces, tmp_path, capsys):
+    from lanfer.cli import main
+
+    image, _ = two_faces  # two ~130 px faces, on a 600 x 600 canvas so that a search from 500 px can run
+    canvas = np.full((600, 600, 3), 140, np.uint8)
+    canvas[200:400, 120:480] = image
+    Image.fromarray(canvas).save(tmp_path / "two.png")
+    args = ["predict", str(checkpoint), str(tmp_path / "two.png"), "--no-progress", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--min-face-size", "40"]) == 0
+    assert (pd.read_csv(tmp_path / "a" / "predictions.csv")["status"] == "ok").sum() == 2
+    # a search that starts far above both faces' size finds neither: one "no face" row, and no failure
+    assert main([*args, "--out", str(tmp_path / "b"), "--min-face-size", "500"]) == 0
+    assert pd.read_csv(tmp_path / "b" / "predictions.csv")["status"].tolist() == ["no face"]
+    capsys.readouterr()
+    for bad, says in (("8", "below MTCNN's smallest window"), ("big", "whole number of pixels")):
+        with pytest.raises(SystemExit) as e:
+            main([*args, "--min-face-size", bad])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--min-face-size", "40", "--no-detect"])
+    assert "--no-detect runs none" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------------------
 # real photos: the face-api demo pictures (conftest.py fetches them when npm is available)
 

@@ -15,3 +15,14 @@ def float_list(text: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 30,45, got {text!r}") from None
+
+
+def min_face_size(text: str) -> int:
+    """argparse type: a face side in pixels that MTCNN can search for (its smallest window is 12 px)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels such as 40, got {text!r}") from None
+    if v < 12:
+        raise argparse.ArgumentTypeError(f"{v} px is below MTCNN's smallest window (12 px): use 12 or more")
+    return v
