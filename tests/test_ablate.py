@@ -54,6 +54,17 @@ def test_ablate_grid_rows_plot_and_reuse(tiny_folder, tmp_path, monkeypatch, cap
     assert row["seeds"] == [7, 8] and row["accuracy"]["mean"] == pytest.approx(sum(accs) / 2)
     assert row["accuracy"]["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
 
+    # a fusion table at alpha 0.5 over the same cells (--runs) trains nothing and keeps its own tables
+    trained.clear()
+    tables = tmp_path / "fusion_table"
+    assert main(["ablate", str(config), "--alpha", "0.5", "--fusion", "add,concat", "--seeds", "2", "--runs",
+                 str(out), "--out", str(tables), "--no-progress"]) == 0
+    assert trained == [] and sorted(p.name for p in tables.iterdir()) == ["ablation.json", "ablation.txt",
+                                                                         "alpha_curve.png"]
+    res3 = json.loads((tables / "ablation.json").read_text())
+    assert [r["accuracy"] for r in res3["rows"]] == [r["accuracy"] for r in res2["rows"] if r["alpha"] == 0.5]
+    assert len(json.loads((out / "ablation.json").read_text())["rows"]) == 4  # the first grid's table is untouched
+
 
 def test_ablate_refuses_the_baseline_and_bad_fusions(tiny_folder, tmp_path):
     with pytest.raises(ConfigError, match="lan_resnet18"):

@@ -2,9 +2,10 @@
 else fixed, then the paper's Figure 7 (accuracy against alpha) and Table 6 (fusion add / concat / average)
 with mean +/- std over seeds.
 
-Each cell trains into ``OUT/<fusion>_alpha<alpha>_seed<seed>/`` with :func:`lanfer.train.train`; a cell whose
-``metrics.json`` and ``best.safetensors`` exist is reused, and an interrupted one resumes from its
-``last.ckpt``, so a second call trains only what is missing.
+Each cell trains into ``RUNS/<fusion>_alpha<alpha>_seed<seed>/`` (``RUNS`` is ``OUT`` unless given) with
+:func:`lanfer.train.train`; a cell whose ``metrics.json`` and ``best.safetensors`` exist is reused, and an
+interrupted one resumes from its ``last.ckpt``, so a second call trains only what is missing, and two grids
+that share ``RUNS`` (the alpha curve at one fusion, the fusion table at one alpha) share their common cell.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ def cell_name(fusion: str, alpha: float, seed: int) -> str:
 
 
 def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[str], seeds: int, out: str | Path,
-                 overrides: list[str] | None = None, progress: bool | None = None) -> dict:
-    """Train every (fusion, alpha, seed) cell of a LAN config not yet finished in ``out``; write
-    ``ablation.json``, ``ablation.txt`` and ``alpha_curve.png`` there. Seeds are the config's ``seed`` and the
+                 overrides: list[str] | None = None, progress: bool | None = None,
+                 runs: str | Path | None = None) -> dict:
+    """Train every (fusion, alpha, seed) cell of a LAN config not yet finished in ``runs`` (default: ``out``);
+    write ``ablation.json``, ``ablation.txt`` and ``alpha_curve.png`` to ``out``. Seeds are the config's ``seed`` and the
     next ``seeds - 1`` integers. Returns ``{"cells": [...], "rows": [...], "config": ...}``: one row per
     (fusion, alpha) with the test accuracy's mean +/- std over seeds.
     """
@@ -44,12 +46,13 @@ def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: at least 1")
     out = Path(out)
+    runs = out if runs is None else Path(runs)
     out.mkdir(parents=True, exist_ok=True)
     cells = []
     for fusion in fusions:
         for alpha in alphas:
             for seed in range(base.seed, base.seed + seeds):
-                run = out / cell_name(fusion, alpha, seed)
+                run = runs / cell_name(fusion, alpha, seed)
                 done = (run / "metrics.json").is_file() and (run / "best.safetensors").is_file()
                 if done:
                     metrics = json.loads((run / "metrics.json").read_text())

@@ -81,7 +81,10 @@ def add_ablate(sub) -> None:
     p.add_argument("--alpha", type=float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], help="default 0,0.25,0.5,0.75,1")
     p.add_argument("--fusion", default="add,concat,average", help="comma-separated (default add,concat,average)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per cell: the config's seed, +1, ... (default 1)")
-    p.add_argument("--out", required=True, help="folder for the cells, ablation.json/.txt and the plots")
+    p.add_argument("--out", required=True, help="folder for ablation.json/.txt and the plots (and the cells, "
+                                                "unless --runs)")
+    p.add_argument("--runs", metavar="DIR", help="folder of the cells (default OUT): grids that share cells, e.g. an "
+                                                  "alpha curve and a fusion table, reuse them and keep their own tables")
     add_set_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -90,7 +93,7 @@ def add_ablate(sub) -> None:
 
         fusions = [f.strip() for f in a.fusion.split(",") if f.strip()]
         print(format_ablation(run_ablation(a.config, a.alpha, fusions, a.seeds, a.out, overrides=a.overrides,
-                                           progress=not a.no_progress)))
+                                           progress=not a.no_progress, runs=a.runs)))
 
     p.set_defaults(func=run)
 
