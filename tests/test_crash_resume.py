@@ -34,7 +34,7 @@ from lanfer.data.prepare import prepare
 CHILD = r"""
 import os, sys, time
 import torch
-import lanfer.train as T
+import lanfer.train.step as T  # the module whose lan_loss the training step calls
 import lanfer.data.prepare as P
 if os.environ.get("LANFER_TEST_STEPS"):
     real_loss, calls = T.lan_loss, [0]

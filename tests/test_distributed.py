@@ -159,7 +159,7 @@ def train_worker(rank: int, world: int, port: int, cfg: dict, out: str, resume: 
     """One process of a torchrun-like launch: the environment torchrun sets, then lanfer's train()."""
     import os
 
-    import lanfer.train as lt
+    import lanfer.train.run as lt  # the module whose create_model train() calls
     from lanfer.config import config_from_dict
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import make_imagefolder
 
-import lanfer.train as train_module
+import lanfer.train.step as train_module  # the module whose lan_loss the training step calls
 from lanfer.checkpoint import load_training_state
 from lanfer.cli import main
 from lanfer.config import config_from_dict
