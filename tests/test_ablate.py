@@ -71,3 +71,34 @@ def test_ablate_refuses_the_baseline_and_bad_fusions(tiny_folder, tmp_path):
         run_ablation(_config(tiny_folder, tmp_path, "resnet18"), [0.5], ["add"], 1, tmp_path / "o")
     with pytest.raises(ConfigError, match="--fusion"):
         run_ablation(_config(tiny_folder, tmp_path), [0.5], ["sum"], 1, tmp_path / "o")
+
+
+def test_ablate_evaluates_every_cell_on_each_subset(tiny_folder, tmp_path, capsys):
+    """--subset NAME=LIST: each cell's best weights on the listed test images, the same number `lanfer eval
+    --subset` gives, in the rows, the table and the plot; a second call reads the cached evaluation."""
+    from lanfer.evaluate import evaluate_checkpoint
+
+    config = _config(tiny_folder, tmp_path)
+    listed = tmp_path / "first.txt"  # RAN's list format: <class index>/<image>, classes sorted (happy neutral sad)
+    listed.write_text("".join(f"{k}/{c}_{i:03d}.png\n" for k, c in enumerate(["happy", "neutral", "sad"])
+                              for i in range(3)))
+    out = tmp_path / "abl"
+    assert main(["ablate", str(config), "--alpha", "0,1", "--fusion", "add", "--subset", f"first9={listed}",
+                 "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    for cell, row in zip(res["cells"], res["rows"]):
+        ref = evaluate_checkpoint(f"{cell['run']}/best.safetensors", data=str(config), split="test",
+                                  subset=str(listed), progress=False)
+        assert ref["n"] == 9 and cell["subsets"]["first9"] == pytest.approx(ref["accuracy"])
+        assert row["subsets"]["first9"]["mean"] == pytest.approx(ref["accuracy"])
+    printed = capsys.readouterr().out
+    assert "first9" in printed and str(listed) in (out / "ablation.txt").read_text()
+    cached = out / "add_alpha0_seed7" / "first9" / "metrics.json"
+    before = cached.stat().st_mtime_ns
+    run_ablation(config, [0, 1], ["add"], 1, out, progress=False, subsets={"first9": str(listed)})
+    assert cached.stat().st_mtime_ns == before
+    for bad in ("first9", "=x", "a=x --subset a=y"):
+        assert main(["ablate", str(config), "--alpha", "0", "--fusion", "add", "--out", str(out),
+                     *sum((["--subset", b] for b in bad.split(" --subset ")), [])]) == 2
+    assert "NAME=LIST_FILE" in capsys.readouterr().err
+

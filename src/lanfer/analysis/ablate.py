@@ -25,11 +25,16 @@ def cell_name(fusion: str, alpha: float, seed: int) -> str:
 
 def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[str], seeds: int, out: str | Path,
                  overrides: list[str] | None = None, progress: bool | None = None,
-                 runs: str | Path | None = None) -> dict:
+                 runs: str | Path | None = None, subsets: dict[str, str] | None = None) -> dict:
     """Train every (fusion, alpha, seed) cell of a LAN config not yet finished in ``runs`` (default: ``out``);
     write ``ablation.json``, ``ablation.txt`` and ``alpha_curve.png`` to ``out``. Seeds are the config's ``seed`` and the
     next ``seeds - 1`` integers. Returns ``{"cells": [...], "rows": [...], "config": ...}``: one row per
     (fusion, alpha) with the test accuracy's mean +/- std over seeds.
+
+    ``subsets``: name -> list file (e.g. ``{"pose45": ".../pose_45_ferplus_list.txt"}``): every cell's best
+    weights are also evaluated on the test split restricted to each list (``<cell>/<name>/metrics.json``, reused
+    when it was made from the same list), and the rows gain ``subsets: {name: accuracy mean +/- std}``: whether
+    alpha or the fusion changes accuracy on turned faces, the paper's claim, not only on all of them.
     """
     from ..model import FUSIONS
     from ..train import train
@@ -61,21 +66,43 @@ def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[
                                                f"seed={seed}"])
                     metrics = train(cfg, out=run, resume=(run / "last.ckpt").is_file(), progress=progress)
                 cells.append({"fusion": fusion, "alpha": float(alpha), "seed": seed, "run": str(run), "reused": done,
-                              "accuracy": metrics["accuracy"], "mean_class_accuracy": metrics["mean_class_accuracy"]})
+                              "accuracy": metrics["accuracy"], "mean_class_accuracy": metrics["mean_class_accuracy"],
+                              "subsets": {name: _subset_accuracy(run, name, path, config, base.data.test_split,
+                                                                 overrides, progress)
+                                          for name, path in (subsets or {}).items()}})
     rows = []
     for fusion in fusions:
         for alpha in alphas:
             group = [c for c in cells if c["fusion"] == fusion and c["alpha"] == float(alpha)]
             rows.append({"fusion": fusion, "alpha": float(alpha), "seeds": [c["seed"] for c in group],
                          "accuracy": spread([c["accuracy"] for c in group]),
-                         "mean_class_accuracy": spread([c["mean_class_accuracy"] for c in group])})
+                         "mean_class_accuracy": spread([c["mean_class_accuracy"] for c in group]),
+                         "subsets": {name: spread([c["subsets"][name] for c in group]) for name in subsets or {}}})
     result = {"config": str(config), "overrides": list(overrides or []), "alphas": [float(a) for a in alphas],
-              "fusions": list(fusions), "seeds": seeds, "config_alpha": base.loss.alpha, "cells": cells, "rows": rows}
+              "fusions": list(fusions), "seeds": seeds, "config_alpha": base.loss.alpha, "cells": cells, "rows": rows,
+              "subset_files": {k: str(v) for k, v in (subsets or {}).items()}}
     atomic_write(out / "ablation.json", lambda t: t.write_text(json.dumps(result, indent=2)))
     atomic_write(out / "ablation.txt", lambda t: t.write_text(format_ablation(result) + "\n"))
-    png = fig_to_png(plot_alpha_curve(rows))
+    # the subsets' curves beside the test set's, as "<fusion> <subset>" lines
+    png = fig_to_png(plot_alpha_curve(rows + [{"fusion": f"{r['fusion']} {name}", "alpha": r["alpha"], "accuracy": acc}
+                                              for name in subsets or {} for r in rows
+                                              for acc in [r["subsets"][name]]]))
     atomic_write(out / "alpha_curve.png", lambda t: t.write_bytes(png))
     return result
+
+
+def _subset_accuracy(run: Path, name: str, path: str, config, split: str, overrides, progress) -> float:
+    """The cell's best weights on ``split`` restricted to the list ``path``, cached in ``run/name/metrics.json``."""
+    from ..evaluate import evaluate_checkpoint
+
+    cached = run / name / "metrics.json"
+    if cached.is_file():
+        m = json.loads(cached.read_text())
+        if str(m.get("dataset", {}).get("subset")) == str(path):
+            return m["accuracy"]
+    m = evaluate_checkpoint(run / "best.safetensors", data=str(config), split=split, subset=str(path),
+                            overrides=overrides, out=run / name, progress=bool(progress))
+    return m["accuracy"]
 
 
 def format_ablation(result: dict) -> str:
@@ -102,4 +129,13 @@ def format_ablation(result: dict) -> str:
         for a in at:
             r = find[(f, float(a))]
             lines.append(f"{f:<10}{a:>7g}{cell(r):>18}{cell(r, 'mean_class_accuracy'):>18}")
+    names = list(result.get("subset_files") or {})
+    if names:
+        lines += ["", "accuracy % on the test split and on its subsets (" + "; ".join(
+                      f"{k}: {v}" for k, v in result["subset_files"].items()) + ")",
+                  f"{'fusion':<10}{'alpha':>7}{'test':>18}" + "".join(f"{k[:16]:>18}" for k in names)]
+        for f in fusions:
+            for a in alphas:
+                r = find[(f, float(a))]
+                lines.append(f"{f:<10}{a:>7g}{cell(r):>18}" + "".join(f"{cell(r['subsets'], k):>18}" for k in names))
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """``lanfer`` commands: look inside models and compare runs."""
 from __future__ import annotations
 
+from ._args import named_files
+
 
 def add_cam(sub) -> None:
     p = sub.add_parser("cam", help="class activation maps of F_o, F_a and f, attention and guidance, per image",
@@ -89,13 +91,7 @@ def add_compare(sub) -> None:
             runs_a, runs_b = [a.runs[0]], [a.runs[1]]
         if not runs_a or not runs_b:
             raise ConfigError("nothing to compare: give RUN_A RUN_B, or --a RUN... --b RUN...")
-        subsets = {}
-        for item in a.subset:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise ConfigError(f"--subset {item!r}: expected NAME=LIST_FILE")
-            subsets[name] = path
-        print(format_compare(compare_runs(runs_a, runs_b, out=a.out, subsets=subsets, data=a.data, root=a.root,
+        print(format_compare(compare_runs(runs_a, runs_b, out=a.out, subsets=named_files(a.subset), data=a.data, root=a.root,
                                           split=a.split, n_boot=a.bootstrap, device=a.device)))
 
     p.set_defaults(func=run)

@@ -1,7 +1,7 @@
 """``lanfer`` commands: train, evaluate, fit the guidance, and the ablation grid."""
 from __future__ import annotations
 
-from ._args import add_set_flag, float_list
+from ._args import add_set_flag, float_list, named_files
 
 
 def add_train(sub) -> None:
@@ -83,6 +83,9 @@ def add_ablate(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per cell: the config's seed, +1, ... (default 1)")
     p.add_argument("--out", required=True, help="folder for ablation.json/.txt and the plots (and the cells, "
                                                 "unless --runs)")
+    p.add_argument("--subset", action="append", default=[], metavar="NAME=LIST",
+                   help="also evaluate every cell on the test split restricted to this list (repeatable), e.g. "
+                        "pose45=$FERPLUS/pose_45_ferplus_list.txt")
     p.add_argument("--runs", metavar="DIR", help="folder of the cells (default OUT): grids that share cells, e.g. an "
                                                   "alpha curve and a fusion table, reuse them and keep their own tables")
     add_set_flag(p)
@@ -93,7 +96,8 @@ def add_ablate(sub) -> None:
 
         fusions = [f.strip() for f in a.fusion.split(",") if f.strip()]
         print(format_ablation(run_ablation(a.config, a.alpha, fusions, a.seeds, a.out, overrides=a.overrides,
-                                           progress=not a.no_progress, runs=a.runs)))
+                                           progress=not a.no_progress, runs=a.runs,
+                                           subsets=named_files(a.subset))))
 
     p.set_defaults(func=run)
 
