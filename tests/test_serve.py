@@ -167,6 +167,7 @@ def test_models_page_docs_and_the_browser_token_cookie(predictor):
         assert record["name"] == "shipped" and record["classes"] == predictor.classes
         assert record["input_size"] == predictor.image_size and record["color"] == predictor.info.color
         assert record["metrics"] == predictor.info.metrics and record["crop"]["margin"] == predictor.crop.margin
+        assert record["min_face_size"] == predictor.detector.min_face_size == 20  # MTCNN's default
         spec = c.get("/openapi.json").json()
         assert {"/v1/predict", "/v1/models", "/healthz"} <= set(spec["paths"])
         assert {"401", "413", "422", "503", "504"} <= set(spec["paths"]["/v1/predict"]["post"]["responses"])
@@ -361,6 +362,8 @@ def test_config_rejects_nonsense_and_reads_the_token_from_the_environment(monkey
         ServeConfig(max_batch=0)
     with pytest.raises(ValueError, match="must hold at least one batch"):
         ServeConfig(max_batch=64, max_queue_faces=8)
+    with pytest.raises(ValueError, match="min_face_size must be >= 12"):
+        ServeConfig(min_face_size=8)
     monkeypatch.setenv("LANFER_TOKEN", "from-env")
     assert ServeConfig().token == "from-env" and ServeConfig(token="flag").token == "flag"
     assert ServeConfig().host == "127.0.0.1"
@@ -379,3 +382,23 @@ def test_cli_serve_help_and_bad_flags(capsys):
         busy.listen()
         assert main(["serve", "--port", str(busy.getsockname()[1])]) == 2
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_serve_min_face_size_reaches_the_detector(monkeypatch, capsys):
+    """--min-face-size: the served predictor's MTCNN searches from that size, and /v1/models says so."""
+    import uvicorn
+
+    from lanfer.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    with socket.socket() as s:  # a free port (run_server checks it before loading the model)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["serve", "--port", str(port), "--min-face-size", "48", "--device", "cpu"]) in (0, None)
+    with TestClient(served["app"]) as c:
+        assert c.get("/v1/models").json()["models"][0]["min_face_size"] == 48
+    with pytest.raises(SystemExit):
+        main(["serve", "--min-face-size", "8"])
+    assert "below MTCNN's smallest window" in capsys.readouterr().err
+

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from ._args import min_face_size
+
 
 def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on embedded synthetic data (the main job)",
@@ -57,13 +59,16 @@ def add_serve(sub) -> None:
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
     p.add_argument("--max-queue", type=int, default=256, help="faces waiting for the model (503 above)")
     p.add_argument("--detect-workers", type=int, default=2, help="threads running face detection")
+    p.add_argument("--min-face-size", type=min_face_size, metavar="PX",
+                   help="smallest face side searched for, in pixels (default 20); larger is faster")
 
     def run(a):
         from ..serve import ServeConfig, run_server
 
         config = ServeConfig(host=a.host, port=a.port, token=a.token, max_upload_bytes=int(a.max_upload_mb * 2**20),
                              max_pixels=a.max_pixels, timeout_s=a.timeout, max_batch=a.max_batch,
-                             max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue, detect_workers=a.detect_workers)
+                             max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue, detect_workers=a.detect_workers,
+                             min_face_size=a.min_face_size)
         run_server(a.model, config, device=a.device)
 
     p.set_defaults(func=run)

@@ -191,6 +191,15 @@ class Predictor:
         return table_columns(self.classes, attention)
 
 
+def mtcnn_for(device: str | torch.device = "auto", min_face_size: int | None = None) -> str | FaceDetector:
+    """The ``detector`` argument of a Predictor: ``"mtcnn"`` (built on first use, its own defaults), or an
+    MTCNN on ``device`` searching faces from ``min_face_size`` pixels (``lanfer predict`` and ``lanfer serve``'s
+    ``--min-face-size``)."""
+    if min_face_size is None:
+        return "mtcnn"
+    return get_detector("mtcnn", device=str(resolve_device(device)), min_face_size=min_face_size)
+
+
 def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str | Path = "runs/predict", format: str = "csv",
                 overlay: bool = False, detect: bool = True, every_nth_frame: int = 1, batch_size: int = 32,
                 device: str = "auto", onnx: str | Path | None = None,
@@ -211,12 +220,10 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     if format not in ("csv", "json"):
         raise ValueError(f"--format must be csv or json, got {format!r}")
     out = Path(out)
-    detector: str | FaceDetector | None = "mtcnn" if detect else None
-    if min_face_size is not None:
-        if not detect:
-            raise ValueError("min_face_size sets the face detector's search, and detect=False (--no-detect) runs "
-                             "no detector: drop one of them")
-        detector = get_detector("mtcnn", device=str(resolve_device(device)), min_face_size=min_face_size)
+    if min_face_size is not None and not detect:
+        raise ValueError("min_face_size sets the face detector's search, and detect=False (--no-detect) runs "
+                         "no detector: drop one of them")
+    detector = mtcnn_for(device, min_face_size) if detect else None
     if onnx is not None:
         predictor = Predictor.from_onnx(onnx, device=device, detector=detector)
         if str(checkpoint) != str(onnx) and not str(checkpoint).endswith(".onnx"):

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..predict import STATUS_NO_FACE, STATUS_OK, FaceResult, Predictor, annotate, heat_overlay, table_row
+from ..predict import STATUS_NO_FACE, STATUS_OK, FaceResult, Predictor, annotate, heat_overlay, mtcnn_for, table_row
 from .batcher import Batcher, QueueFull
 from .limits import ApiError, ServeConfig, decode_image
 from .uploads import read_uploads
@@ -220,6 +220,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, name: st
     @app.get("/v1/models", summary="The served model's record: classes, preprocessing, training data, numbers")
     async def models():
         return {"models": [{"name": service.name, "backend": predictor.backend, "detector": predictor.detector_name,
+                            "min_face_size": getattr(predictor.detector, "min_face_size", None),
                             "columns": service.columns, **predictor.info.to_json()}]}
 
     body = {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -269,7 +270,7 @@ def run_server(model: str | None = None, config: ServeConfig | None = None, devi
     config = config or ServeConfig()
     _check_port_free(config.host, config.port)  # before the model loads, and before the URL is printed
     path = resolve(model)
-    predictor = Predictor.from_checkpoint(path, device=device)
+    predictor = Predictor.from_checkpoint(path, device=device, detector=mtcnn_for(device, config.min_face_size))
     name = find(model).name if model is None or is_shipped_name(model) else Path(path).stem
     app = create_app(predictor, config, name=name)
     url = f"http://{config.host}:{config.port}/"

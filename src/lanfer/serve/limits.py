@@ -43,6 +43,8 @@ class ServeConfig:
         max_queue_faces: faces waiting for the model; a request that would overflow it is 503.
         max_pending: requests admitted at once (decoding, detecting or waiting for the model); beyond is 503.
         detect_workers: threads running face detection (off the event loop).
+        min_face_size: the smallest face side MTCNN searches for, in pixels (None: its default, 20); larger
+            is faster (see ``lanfer predict --min-face-size``).
     """
 
     host: str = "127.0.0.1"
@@ -57,6 +59,7 @@ class ServeConfig:
     max_queue_faces: int = 256
     max_pending: int = 32
     detect_workers: int = 2
+    min_face_size: int | None = None
 
     def __post_init__(self):
         for name in ("max_upload_bytes", "max_pixels", "max_files", "max_batch", "max_queue_faces", "max_pending",
@@ -66,6 +69,9 @@ class ServeConfig:
         if self.timeout_s <= 0 or self.max_wait_ms < 0:
             raise ConfigError(f"serve: timeout_s must be > 0 and max_wait_ms >= 0, got {self.timeout_s}, "
                              f"{self.max_wait_ms}")
+        if self.min_face_size is not None and int(self.min_face_size) < 12:
+            raise ConfigError(f"serve: min_face_size must be >= 12 pixels (MTCNN's smallest window), got "
+                              f"{self.min_face_size}")
         if self.max_queue_faces < self.max_batch:
             raise ConfigError(f"serve: max_queue_faces ({self.max_queue_faces}) must hold at least one batch "
                              f"(max_batch={self.max_batch})")
