@@ -1,5 +1,6 @@
 """`lanfer ablate` on a tiny dataset: one row per setting, the plot, and a second call that trains nothing."""
 import json
+import os
 
 import pytest
 import yaml
@@ -64,6 +65,22 @@ def test_ablate_grid_rows_plot_and_reuse(tiny_folder, tmp_path, monkeypatch, cap
     res3 = json.loads((tables / "ablation.json").read_text())
     assert [r["accuracy"] for r in res3["rows"]] == [r["accuracy"] for r in res2["rows"] if r["alpha"] == 0.5]
     assert len(json.loads((out / "ablation.json").read_text())["rows"]) == 4  # the first grid's table is untouched
+
+
+def test_ablate_refuses_a_cell_of_another_config(tiny_folder, tmp_path, capsys):
+    """A finished cell is reused only for the config it was trained with: a changed --set is refused with the key,
+    while the same files named by another path (relative vs absolute) are the same config."""
+    config = _config(tiny_folder, tmp_path)
+    out = tmp_path / "abl"
+    args = ["ablate", str(config), "--alpha", "0", "--fusion", "add", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert main([*args, "--set", "train.lr=0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "add_alpha0_seed7" in err and "train.lr: 0.01 in the cell, 0.05 now" in err
+    rel = os.path.relpath(tiny_folder)
+    assert main([*args, "--set", f"data.root={rel}"]) == 0  # the same folder, spelt differently
+    assert main([*args, "--set", f"data.root={tmp_path}"]) == 2
+    assert "data.root" in capsys.readouterr().err
 
 
 def test_ablate_refuses_the_baseline_and_bad_fusions(tiny_folder, tmp_path):

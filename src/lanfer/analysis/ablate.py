@@ -58,12 +58,14 @@ def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[
         for alpha in alphas:
             for seed in range(base.seed, base.seed + seeds):
                 run = runs / cell_name(fusion, alpha, seed)
+                cfg = load_config(config, [*(overrides or []), f"model.fusion={fusion}", f"loss.alpha={alpha}",
+                                           f"seed={seed}"])
                 done = (run / "metrics.json").is_file() and (run / "best.safetensors").is_file()
+                if (run / "config.yaml").is_file():
+                    check_cell(run, cfg)
                 if done:
                     metrics = json.loads((run / "metrics.json").read_text())
                 else:
-                    cfg = load_config(config, [*(overrides or []), f"model.fusion={fusion}", f"loss.alpha={alpha}",
-                                               f"seed={seed}"])
                     metrics = train(cfg, out=run, resume=(run / "last.ckpt").is_file(), progress=progress)
                 cells.append({"fusion": fusion, "alpha": float(alpha), "seed": seed, "run": str(run), "reused": done,
                               "accuracy": metrics["accuracy"], "mean_class_accuracy": metrics["mean_class_accuracy"],
@@ -89,6 +91,45 @@ def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[
                                               for acc in [r["subsets"][name]]]))
     atomic_write(out / "alpha_curve.png", lambda t: t.write_bytes(png))
     return result
+
+
+# Keys that may differ between a finished cell and the grid that reuses it: where the files are (compared as
+# files, not as strings), and how the run was watched.
+_SAME_FILE = ("model.pretrained", "data.root", "guidance.path")
+_IGNORED = ("out", "data.num_workers", "train.device", "train.progress", "train.log_every", "train.tensorboard")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "options" and k != "crop":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_cell(run: Path, cfg) -> None:
+    """Refuse to reuse (or resume) a cell trained with another config than the grid asks for now: a changed
+    ``--set`` (say train.lr) would otherwise be reported with the old cells' numbers under the new name."""
+    import os
+
+    import yaml
+
+    saved = _flat(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    now = _flat(cfg.to_dict())
+    diffs = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if key in _IGNORED or a == b:
+            continue
+        if key in _SAME_FILE and a and b and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
+            continue
+        diffs.append(f"{key}: {a!r} in the cell, {b!r} now")
+    if diffs:
+        raise ConfigError(f"{run}: this cell was trained with another config ({'; '.join(diffs[:6])}"
+                          f"{'; ...' if len(diffs) > 6 else ''}); remove the cell's folder to retrain it, or give "
+                          "another --runs/--out")
 
 
 def _subset_accuracy(run: Path, name: str, path: str, config, split: str, overrides, progress) -> float:
