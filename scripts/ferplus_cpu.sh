@@ -2,7 +2,7 @@
 # FERPlus on a CPU, "baseline first" (README, "Real faces: FERPlus"): every command behind the FERPlus numbers.
 #   FERPLUS=/path/to/FERPlus OUT=runs/ferplus_cpu SEEDS="0 1 2" bash scripts/ferplus_cpu.sh [stage1|cluster|stage2|eval|all|ablate]
 # Finished steps are skipped (their metrics.json exists), so an interrupted run can be restarted as it is.
-# `ablate` (7 LAN runs of ~15 min, seed 0; not part of `all`) needs stage1 and cluster.
+# `ablate` (11 LAN runs of ~11 min; not part of `all`) needs stage1 and cluster; ALPHAS=0,0.5,1 skips 0.25 and 0.75.
 set -euo pipefail
 R=${FERPLUS:-data/FERPlus}
 OUT=${OUT:-runs/ferplus_cpu}
@@ -38,13 +38,17 @@ evals() {  # Pose-FERPlus-30 / -45 (RAN's lists, evaluated whole) for every fini
     done
   done
 }
-ablate() {  # the paper's Figure 7 (alpha at fusion add) and Table 6 (fusion at alpha 0.5), sharing their cell,
-            # each cell also on Pose-FERPlus-30/-45
-  local A="$L ablate configs/ferplus_cpu_lan.yaml --seeds 1 --set data.root=$R --set model.pretrained=$B
-           --set guidance.path=$OUT/guidance/guidance.safetensors --runs $OUT/ablate --no-progress
-           --subset pose30=$R/pose_30_ferplus_list.txt --subset pose45=$R/pose_45_ferplus_list.txt"
-  $A --alpha 0,0.25,0.5,0.75,1 --fusion add --out $OUT/ablate/alpha
+ablate() {  # the paper's Figure 7 (alpha at fusion add) and Table 6 (fusion at alpha 0.5), sharing their cells,
+            # each cell also on Pose-FERPlus-30/-45; then alpha 0 vs 0.5 over 3 seeds with the paired tests
+  local P="--subset pose30=$R/pose_30_ferplus_list.txt --subset pose45=$R/pose_45_ferplus_list.txt"
+  local A="$L ablate configs/ferplus_cpu_lan.yaml --set data.root=$R --set model.pretrained=$B
+           --set guidance.path=$OUT/guidance/guidance.safetensors --runs $OUT/ablate --no-progress $P"
+  $A --alpha ${ALPHAS:-0,0.25,0.5,0.75,1} --fusion add --out $OUT/ablate/alpha
   $A --alpha 0.5 --fusion add,concat,average --out $OUT/ablate/fusion
+  $A --alpha 0,0.5 --fusion add --seeds 3 --out $OUT/ablate/guidance
+  local G=$OUT/ablate/add_alpha
+  $L compare --a ${G}0.5_seed0 ${G}0.5_seed1 ${G}0.5_seed2 --b ${G}0_seed0 ${G}0_seed1 ${G}0_seed2 $P \
+      --out $OUT/ablate/compare_alpha
 }
 case $STEP in
   stage1) stage1 ;; cluster) cluster ;; stage2) stage2 ;; eval) evals ;; ablate) ablate ;;
