@@ -46,7 +46,7 @@ guidance: {{seeds: 2}}
     assert main(["train", str(cfg), "--out", str(run), "--set", "seed=5", "--no-progress"]) == 0
     assert "seed: 5" in (run / "config.yaml").read_text()
     assert main(["eval", str(run / "best.safetensors"), "--data", str(cfg), "--split", "test",
-                 "--out", str(tmp_path / "ev")]) == 0
+                 "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["n"] == 24 and m["dataset"]["split"] == "test"
     assert main(["cluster", str(cfg), "--out", str(tmp_path / "g")]) == 0

@@ -44,12 +44,14 @@ def add_eval(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="write metrics.json here (a folder or a .json path)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(a):
         from ..evaluate import evaluate_checkpoint, format_metrics
 
         m = evaluate_checkpoint(a.checkpoint, data=a.data, root=a.root, split=a.split, subset=a.subset,
-                                overrides=a.overrides, batch_size=a.batch_size, device=a.device, out=a.out)
+                                overrides=a.overrides, batch_size=a.batch_size, device=a.device, out=a.out,
+                                progress=not a.no_progress)
         print(format_metrics(m, f"{a.checkpoint} on {m['dataset']['name']}/{a.split}"
                                 + (f" subset {a.subset}" if a.subset else "")))
 
