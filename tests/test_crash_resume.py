@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_imagefolder
+from conftest import make_imagefolder, release_if_passed
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -102,7 +102,8 @@ def _kill_when(args, line: str, occurrence: int = 1, **env) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, request):
+    failed = request.session.testsfailed
     root = tmp_path_factory.mktemp("crash")
     data = make_imagefolder(root / "data", classes=("a", "b", "c"), per_class=8, size=32)  # 24 train: 3 steps/epoch
     cfg = root / "cfg.yaml"
@@ -111,7 +112,8 @@ def setup(tmp_path_factory):
                    "train: {epochs: 3, batch_size: 8, lr: 0.01, warmup_epochs: 0.5, progress: false, "
                    "channels_last: false}\nseed: 5\n")
     _run(["train", cfg, "--out", root / "reference"])
-    return root, cfg
+    yield root, cfg
+    release_if_passed(request, root, failed)
 
 
 def _records(run: Path) -> dict[int, dict]:

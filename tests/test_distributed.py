@@ -193,12 +193,13 @@ def _records(run) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory):
+def ddp_runs(tmp_path_factory, request):
     """The reference runs: 2 processes at batch 3 each, and 1 process at batch 6, 2 epochs of 4 steps."""
     import os
 
-    from conftest import make_imagefolder  # the tiny_folder fixture's builder, here for a module-scoped fixture
+    from conftest import make_imagefolder, release_if_passed  # tiny_folder's builder, for a module-scoped fixture
 
+    failed = request.session.testsfailed
     tmp = tmp_path_factory.mktemp("ddp")
     root = make_imagefolder(tmp / "data")
     gpath = _guidance().save(tmp / "guidance.safetensors")
@@ -208,7 +209,8 @@ def ddp_runs(tmp_path_factory):
     _run(1, _train_cfg(root, gpath, 2 * PER_RANK), runs["one"])
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         os.environ.pop(k, None)  # the 1-process run set them in this process
-    return runs
+    yield runs
+    release_if_passed(request, tmp, failed)
 
 
 @pytest.mark.slow

@@ -13,11 +13,12 @@ from lanfer.cli import main
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    from conftest import make_imagefolder
+def two_runs(tmp_path_factory, request):
+    from conftest import make_imagefolder, release_if_passed
     from lanfer.train import train
     from test_train import _cfg
 
+    failed = request.session.testsfailed
     tmp = tmp_path_factory.mktemp("report")
     data = make_imagefolder(tmp / "data")
     runs = []
@@ -28,7 +29,8 @@ def two_runs(tmp_path_factory):
     m = json.loads((runs[0] / "metrics.json").read_text())
     (runs[0] / "pose45").mkdir()
     (runs[0] / "pose45" / "metrics.json").write_text(json.dumps({**m, "accuracy": 0.5, "n": 10}))
-    return tmp, runs
+    yield tmp, runs
+    release_if_passed(request, tmp, failed)
 
 
 def test_report_sections_figures_and_cli(two_runs):
