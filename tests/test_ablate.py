@@ -117,5 +117,5 @@ def test_ablate_evaluates_every_cell_on_each_subset(tiny_folder, tmp_path, capsy
     for bad in ("first9", "=x", "a=x --subset a=y"):
         assert main(["ablate", str(config), "--alpha", "0", "--fusion", "add", "--out", str(out),
                      *sum((["--subset", b] for b in bad.split(" --subset ")), [])]) == 2
-    assert "NAME=LIST_FILE" in capsys.readouterr().err
+    assert "expected NAME=FILE" in capsys.readouterr().err
 

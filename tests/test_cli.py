@@ -96,3 +96,12 @@ def test_an_import_error_inside_lanfer_is_a_bug_with_a_traceback(monkeypatch):
     _configs_raises(monkeypatch, ModuleNotFoundError("No module named 'lanfer.nothing'", name="lanfer.nothing"))
     with pytest.raises(ModuleNotFoundError):
         main(["configs"])
+
+
+def test_ship_refuses_a_malformed_eval_before_reading_anything(tmp_path, capsys):
+    for bad in ("pose30", "=m.json", "a=x.json --eval a=y.json"):
+        args = sum((["--eval", b] for b in bad.split(" --eval ")), [])
+        assert main(["ship", str(tmp_path / "run"), "--out", str(tmp_path / "m.safetensors"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "--eval 'pose30': expected NAME=FILE, e.g. pose30=runs/e30/metrics.json" in err
+    assert "the name 'a' is given twice" in err and not (tmp_path / "m.safetensors").exists()

@@ -28,7 +28,8 @@ def min_face_size(text: str) -> int:
     return v
 
 
-def named_files(items: list[str], flag: str = "--subset") -> dict[str, str]:
+def named_files(items: list[str], flag: str = "--subset",
+                example: str = "pose45=pose_45_ferplus_list.txt") -> dict[str, str]:
     """``["pose45=LIST", ...]`` (a repeatable NAME=FILE flag) -> ``{"pose45": "LIST"}``; a ConfigError names the
     item that is not NAME=FILE or a NAME given twice."""
     from ..config import ConfigError
@@ -37,7 +38,7 @@ def named_files(items: list[str], flag: str = "--subset") -> dict[str, str]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ConfigError(f"{flag} {item!r}: expected NAME=LIST_FILE, e.g. pose45=pose_45_ferplus_list.txt")
+            raise ConfigError(f"{flag} {item!r}: expected NAME=FILE, e.g. {example}")
         if name in out:
             raise ConfigError(f"{flag} {item!r}: the name {name!r} is given twice")
         out[name] = path

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ._args import min_face_size
+from ._args import min_face_size, named_files
 
 
 def add_predict(sub) -> None:
@@ -104,12 +104,7 @@ def add_ship(sub) -> None:
 
         from ..ship import ship
 
-        evals = {}
-        for item in a.eval:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise FileNotFoundError(f"--eval {item!r}: expected NAME=PATH/metrics.json")
-            evals[name] = path
+        evals = named_files(a.eval, "--eval", "pose30=runs/e30/metrics.json")
         crop = json.loads(a.crop) if a.crop else None
         print(f"wrote {ship(a.run, a.out, evals=evals, crop=crop, command='lanfer ship ' + ' '.join(sys.argv[2:]))}")
 
