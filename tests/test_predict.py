@@ -354,9 +354,8 @@ def test_cli_min_face_size_bounds_the_face_search(checkpoint, two_faces, tmp_pat
         with pytest.raises(SystemExit) as e:
             main([*args, "--min-face-size", bad])
         assert e.value.code == 2 and says in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([*args, "--min-face-size", "40", "--no-detect"])
-    assert "--no-detect runs none" in capsys.readouterr().err
+    assert main([*args, "--min-face-size", "40", "--no-detect"]) == 2
+    assert "--no-detect (detect=False) runs none" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------

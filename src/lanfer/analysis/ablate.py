@@ -86,9 +86,8 @@ def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[
     atomic_write(out / "ablation.json", lambda t: t.write_text(json.dumps(result, indent=2)))
     atomic_write(out / "ablation.txt", lambda t: t.write_text(format_ablation(result) + "\n"))
     # the subsets' curves beside the test set's, as "<fusion> <subset>" lines
-    png = fig_to_png(plot_alpha_curve(rows + [{"fusion": f"{r['fusion']} {name}", "alpha": r["alpha"], "accuracy": acc}
-                                              for name in subsets or {} for r in rows
-                                              for acc in [r["subsets"][name]]]))
+    png = fig_to_png(plot_alpha_curve(rows + [{"fusion": f"{r['fusion']} {name}", "alpha": r["alpha"],
+                                               "accuracy": r["subsets"][name]} for name in subsets or {} for r in rows]))
     atomic_write(out / "alpha_curve.png", lambda t: t.write_bytes(png))
     return result
 

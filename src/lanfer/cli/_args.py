@@ -23,8 +23,11 @@ def min_face_size(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number of pixels such as 40, got {text!r}") from None
-    if v < 12:
-        raise argparse.ArgumentTypeError(f"{v} px is below MTCNN's smallest window (12 px): use 12 or more")
+    from ..faces import MTCNN_MIN_FACE
+
+    if v < MTCNN_MIN_FACE:
+        raise argparse.ArgumentTypeError(f"{v} px is below MTCNN's smallest window ({MTCNN_MIN_FACE} px): use "
+                                         f"{MTCNN_MIN_FACE} or more")
     return v
 
 

@@ -39,8 +39,6 @@ def add_predict(sub) -> None:
         # `lanfer predict CKPT INPUT...`, the original form, still works: a model file first is the model
         if model is None and len(inputs) > 1 and str(inputs[0]).endswith((".safetensors", ".onnx")):
             model, inputs = inputs[0], inputs[1:]
-        if a.min_face_size is not None and a.no_detect:
-            p.error("--min-face-size sets the face search, and --no-detect runs none: drop one of them")
         table, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
                                      detect=not a.no_detect, every_nth_frame=a.every_nth_frame, batch_size=a.batch_size,
                                      device=a.device, onnx=a.onnx, progress=not a.no_progress,

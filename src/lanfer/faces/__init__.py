@@ -13,14 +13,14 @@ This package knows no datasets and no models; detectors other than MTCNN plug in
 """
 from .align import (ARCFACE_TEMPLATE, DEFAULT_MARGIN, DEFAULT_SIZE, align_face, alignment_matrix, crop_face,
                     estimate_similarity, face_template, invert_affine, transform_points, warp)
-from .detect import (LANDMARK_NAMES, Face, FaceDetector, MTCNNDetector, available_detectors, get_detector,
+from .detect import (LANDMARK_NAMES, MTCNN_MIN_FACE, Face, FaceDetector, MTCNNDetector, available_detectors, get_detector,
                      register_detector)
 from .pose import FACE_MODEL_3D, HeadPose, estimate_pose, euler_angles, project_landmarks, rotation_matrix
 
 __all__ = [
     "ARCFACE_TEMPLATE", "DEFAULT_MARGIN", "DEFAULT_SIZE", "align_face", "alignment_matrix", "crop_face", "estimate_similarity",
     "face_template", "invert_affine", "transform_points", "warp",
-    "LANDMARK_NAMES", "Face", "FaceDetector", "MTCNNDetector", "available_detectors", "get_detector",
+    "LANDMARK_NAMES", "MTCNN_MIN_FACE", "Face", "FaceDetector", "MTCNNDetector", "available_detectors", "get_detector",
     "register_detector",
     "FACE_MODEL_3D", "HeadPose", "estimate_pose", "euler_angles", "project_landmarks", "rotation_matrix",
 ]

@@ -102,6 +102,9 @@ def get_detector(name: str = "mtcnn", **kwargs) -> FaceDetector:
     return _DETECTORS[name](**kwargs)
 
 
+MTCNN_MIN_FACE = 12  # pixels: P-Net's window, the smallest face MTCNN can search for (its min_face_size floor)
+
+
 @register_detector("mtcnn")
 class MTCNNDetector:
     """MTCNN (Zhang et al. 2016) with the P/R/O-net weights shipped in ``facenet-pytorch==2.5.3``.
@@ -131,8 +134,9 @@ class MTCNNDetector:
                               f"pip install 'lanfer[faces]'  (import failed: {e})") from e
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds must be three scores in [0, 1] (P-, R-, O-net), got {thresholds}")
-        if min_face_size < 12:
-            raise ValueError(f"min_face_size must be >= 12 pixels (MTCNN's smallest window), got {min_face_size}")
+        if min_face_size < MTCNN_MIN_FACE:
+            raise ValueError(f"min_face_size must be >= {MTCNN_MIN_FACE} pixels (MTCNN's smallest window), got "
+                             f"{min_face_size}")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor must be in (0, 1), got {factor}")
         if batch_size < 1:

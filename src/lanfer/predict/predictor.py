@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, as_model_info, read_model_info
+from ..config import ConfigError
 from ..info import ModelInfo
 from ..model import load_model
 from ..data import EvalPreset
@@ -221,8 +222,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
         raise ValueError(f"--format must be csv or json, got {format!r}")
     out = Path(out)
     if min_face_size is not None and not detect:
-        raise ValueError("min_face_size sets the face detector's search, and detect=False (--no-detect) runs "
-                         "no detector: drop one of them")
+        raise ConfigError("--min-face-size sets the face search, and --no-detect (detect=False) runs none: drop "
+                          "one of them")
     detector = mtcnn_for(device, min_face_size) if detect else None
     if onnx is not None:
         predictor = Predictor.from_onnx(onnx, device=device, detector=detector)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ConfigError
+from ..faces import MTCNN_MIN_FACE
 
 #: The environment variable ``lanfer serve`` reads the bearer token from when ``--token`` is not given.
 TOKEN_ENV = "LANFER_TOKEN"
@@ -69,9 +70,9 @@ class ServeConfig:
         if self.timeout_s <= 0 or self.max_wait_ms < 0:
             raise ConfigError(f"serve: timeout_s must be > 0 and max_wait_ms >= 0, got {self.timeout_s}, "
                              f"{self.max_wait_ms}")
-        if self.min_face_size is not None and int(self.min_face_size) < 12:
-            raise ConfigError(f"serve: min_face_size must be >= 12 pixels (MTCNN's smallest window), got "
-                              f"{self.min_face_size}")
+        if self.min_face_size is not None and int(self.min_face_size) < MTCNN_MIN_FACE:
+            raise ConfigError(f"serve: min_face_size must be >= {MTCNN_MIN_FACE} pixels (MTCNN's smallest window), "
+                              f"got {self.min_face_size}")
         if self.max_queue_faces < self.max_batch:
             raise ConfigError(f"serve: max_queue_faces ({self.max_queue_faces}) must hold at least one batch "
                              f"(max_batch={self.max_batch})")
