@@ -255,6 +255,14 @@ def test_upload_limit_counts_streamed_bytes_without_content_length():
     with pytest.raises(ApiError) as e:
         asyncio.run(read_uploads("multipart/form-data; boundary=xyz", None, stream(), max_bytes=2500, max_files=4))
     assert e.value.status == 413 and len(consumed) == 3  # stopped at the chunk that crossed the limit
+    # with a discard bound, the rest of the body is read and dropped before the 413 (the lingering close), up
+    # to that bound: 6 chunks in all, the limit crossed in the 3rd
+    for bound, read in ((10_000, 6), (1500, 5)):
+        consumed.clear()
+        with pytest.raises(ApiError) as e:
+            asyncio.run(read_uploads("multipart/form-data; boundary=xyz", None, stream(), max_bytes=2500,
+                                     max_files=4, discard_bytes=bound))
+        assert e.value.status == 413 and len(consumed) == read, bound
     files = asyncio.run(read_uploads(f"multipart/form-data; boundary={boundary.decode()}", str(len(body)),
                                      _chunks(body), max_bytes=len(body), max_files=4))
     assert [(f.field, f.filename, bytes(f.data)) for f in files] == [("files", "a.png", b"\1" * 5000)]
@@ -364,6 +372,8 @@ def test_config_rejects_nonsense_and_reads_the_token_from_the_environment(monkey
         ServeConfig(max_batch=64, max_queue_faces=8)
     with pytest.raises(ValueError, match="min_face_size must be >= 12"):
         ServeConfig(min_face_size=8)
+    with pytest.raises(ValueError, match="max_discard_bytes must be >= 0, got -1"):
+        ServeConfig(max_discard_bytes=-1)
     monkeypatch.setenv("LANFER_TOKEN", "from-env")
     assert ServeConfig().token == "from-env" and ServeConfig(token="flag").token == "flag"
     assert ServeConfig().host == "127.0.0.1"
@@ -395,10 +405,85 @@ def test_serve_min_face_size_reaches_the_detector(monkeypatch, capsys):
     with socket.socket() as s:  # a free port (run_server checks it before loading the model)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert main(["serve", "--port", str(port), "--min-face-size", "48", "--device", "cpu"]) in (0, None)
+    assert main(["serve", "--port", str(port), "--min-face-size", "48", "--device", "cpu", "--max-discard-mb", "2"]) \
+        in (0, None)
     with TestClient(served["app"]) as c:
         assert c.get("/v1/models").json()["models"][0]["min_face_size"] == 48
+    assert served["app"].state.service.config.max_discard_bytes == 2 * 2**20
     with pytest.raises(SystemExit):
         main(["serve", "--min-face-size", "8"])
     assert "below MTCNN's smallest window" in capsys.readouterr().err
 
+
+
+# -- a real server: clients that send the whole body before reading ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server(predictor):
+    """``create_app`` under a real uvicorn on a free port of 127.0.0.1, in a thread of this process (the
+    connection handling is uvicorn's, which FastAPI's test client bypasses). Yields ``(url, config)``."""
+    import uvicorn
+
+    from lanfer.serve.process import free_port
+
+    config = ServeConfig(max_upload_bytes=2**20, max_discard_bytes=16 * 2**20)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor, config), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", config
+    server.should_exit = True
+    thread.join(10)
+
+
+def _multipart(size: int, boundary: str = "lanfer-test-boundary") -> bytes:
+    """A multipart body holding one file of ``size`` zero bytes."""
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n")
+    return head.encode() + b"\0" * size + f"\r\n--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize("length", ["declared", "chunked"])
+def test_oversize_upload_is_a_413_for_a_client_that_sends_everything_first(live_server, length):
+    """urllib sends the whole body before it reads the answer: a server that answered and closed at once left
+    unread bytes behind, the kernel reset the connection, and urllib saw ``Connection reset by peer`` instead
+    of the 413. The rest of the body (up to max_discard_bytes) is now read and dropped first. Both ways of
+    announcing a body: its Content-Length (refused before a byte is read) and chunked (refused mid-stream)."""
+    import urllib.error
+    import urllib.request
+
+    url, config = live_server
+    body = _multipart(6 * 2**20)  # 6 MB: over the 1 MB limit, within the 16 MB discarded after it
+    for _ in range(3):  # a reset depends on timing: one lucky answer would prove little
+        # bytes go out with their Content-Length; an iterable without one goes out chunked
+        data = body if length == "declared" else (body[i:i + 65536] for i in range(0, len(body), 65536))
+        req = urllib.request.Request(f"{url}/v1/predict", data=data, method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=lanfer-test-boundary"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=60)
+        assert e.value.code == 413
+        assert f"over this server's limit of {config.max_upload_bytes} bytes" in e.value.read().decode()
+    with urllib.request.urlopen(f"{url}/healthz", timeout=10) as r:  # and it keeps serving
+        assert r.status == 200
+
+
+def test_oversize_upload_announced_with_expect_100_continue_is_refused_before_its_body(live_server):
+    """curl asks ``Expect: 100-continue`` for bodies over 1 MB and waits: an over-limit Content-Length is
+    answered at once, without ``100 Continue``, and the server reads nothing it would throw away."""
+    url, config = live_server
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                  f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {10 * 2**30}\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed after {answer!r}"
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]  # no "HTTP/1.1 100 Continue" before it

@@ -53,6 +53,8 @@ def add_serve(sub) -> None:
     p.add_argument("--token", help="bearer token required by every route but /healthz (default: $LANFER_TOKEN)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (413 above)")
+    p.add_argument("--max-discard-mb", type=float, default=64.0,
+                   help="MB more of a refused body read and dropped so that every client sees the 413 (0: none)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest picture in pixels (413 above)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (504 above)")
     p.add_argument("--max-batch", type=int, default=32, help="face crops per model call, across requests")
@@ -68,7 +70,7 @@ def add_serve(sub) -> None:
         config = ServeConfig(host=a.host, port=a.port, token=a.token, max_upload_bytes=int(a.max_upload_mb * 2**20),
                              max_pixels=a.max_pixels, timeout_s=a.timeout, max_batch=a.max_batch,
                              max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue, detect_workers=a.detect_workers,
-                             min_face_size=a.min_face_size)
+                             min_face_size=a.min_face_size, max_discard_bytes=int(a.max_discard_mb * 2**20))
         run_server(a.model, config, device=a.device)
 
     p.set_defaults(func=run)

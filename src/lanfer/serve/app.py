@@ -78,7 +78,9 @@ class Service:
     async def predict(self, request, attention: bool, annotated: bool) -> dict[str, Any]:
         start = time.perf_counter()
         uploads = await read_uploads(request.headers.get("content-type"), request.headers.get("content-length"),
-                                     request.stream(), self.config.max_upload_bytes, self.config.max_files)
+                                     request.stream(), self.config.max_upload_bytes, self.config.max_files,
+                                     discard_bytes=self.config.max_discard_bytes,
+                                     expect_continue=request.headers.get("expect", "").lower() == "100-continue")
         names = _unique([u.filename for u in uploads])
         loop = asyncio.get_running_loop()
         images, shapes, faces = await loop.run_in_executor(self.detect_pool, self._decode_and_detect, uploads,

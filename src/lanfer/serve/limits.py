@@ -1,9 +1,10 @@
 """What the server accepts: :class:`ServeConfig` (limits, batching, token) and the one decoder of uploaded bytes.
 
 Every limit answers with an :class:`ApiError` whose status and message the API documents: an upload over
-``max_upload_bytes`` is 413 before it is fully read, a picture over ``max_pixels`` is 413 before its pixels
-are decoded (PIL reads the size from the header), and bytes that are no image are 422. Nothing is written to
-disk: uploads are held in memory up to the byte limit and decoded from there.
+``max_upload_bytes`` is 413 as soon as it passes the limit (nothing more of it is kept; the rest is read and
+dropped, up to ``max_discard_bytes``, so that every client reads the answer), a picture over ``max_pixels``
+is 413 before its pixels are decoded (PIL reads the size from the header), and bytes that are no image are
+422. Nothing is written to disk: uploads are held in memory up to the byte limit and decoded from there.
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ class ServeConfig:
         host, port: where to listen; 127.0.0.1 (this machine only) unless told otherwise.
         token: bearer token every route but ``/healthz`` requires (None: no token; see :data:`TOKEN_ENV`).
         max_upload_bytes: the largest request body (all files together); larger is 413.
+        max_discard_bytes: how much more of a refused body (413, or 422 for a body that is not multipart) the
+            server reads and throws away before it answers, so that clients that send the whole body before
+            reading (Python's urllib) get the answer rather than ``Connection reset by peer``; a body larger
+            than that is cut off mid-upload. 0: never read on. Default 64 MiB (a second at 0.5 Gbit/s).
         max_pixels: the largest picture (width x height) per file; larger is 413.
         max_files: files per request.
         timeout_s: a request not answered within this is 504 (its queued faces are dropped).
@@ -52,6 +57,7 @@ class ServeConfig:
     port: int = 8000
     token: str | None = None
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_discard_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_files: int = 16
     timeout_s: float = 60.0
@@ -67,6 +73,8 @@ class ServeConfig:
                      "detect_workers"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
+        if int(self.max_discard_bytes) < 0:
+            raise ConfigError(f"serve: max_discard_bytes must be >= 0, got {self.max_discard_bytes}")
         if self.timeout_s <= 0 or self.max_wait_ms < 0:
             raise ConfigError(f"serve: timeout_s must be > 0 and max_wait_ms >= 0, got {self.timeout_s}, "
                              f"{self.max_wait_ms}")
