@@ -44,7 +44,7 @@ def test_lan_export_outputs_metadata_and_parity(lan, tmp_path):
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(crops / f"{i}.png")
     report = export_onnx(ckpt, tmp_path / "lan.onnx", check_images=[crops])
-    assert report["outputs"] == ["logits", "attention"] and report["exporter"] == "dynamo"
+    assert report["outputs"] == ["logits", "attention", "probabilities"] and report["exporter"] == "dynamo"
     assert report["parity"]["n_images"] == 3 and report["parity"]["max_abs_diff"] < 1e-4
     proto = onnx.load(str(tmp_path / "lan.onnx"))
     onnx.checker.check_model(proto)
@@ -53,31 +53,34 @@ def test_lan_export_outputs_metadata_and_parity(lan, tmp_path):
     assert json.loads(meta["classes"]) == CLASSES and meta["image_size"] == "64"
     assert json.loads(meta["normalize"]) == "imagenet" and json.loads(meta["color"]) == "rgb"
     assert json.loads(meta["model"])["name"] == "lan_resnet18"
-    assert [o.name for o in proto.graph.output] == ["logits", "attention"]
+    assert [o.name for o in proto.graph.output] == ["logits", "attention", "probabilities"]
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 18
     # an independent parity check, at two batch sizes (the batch axis is dynamic)
     session = ort.InferenceSession(str(tmp_path / "lan.onnx"), providers=["CPUExecutionProvider"])
     for b in (1, 5):
         x = torch.randn(b, 3, 64, 64)
-        logits, att = session.run(None, {"image": x.numpy()})
+        logits, att, probs = session.run(None, {"image": x.numpy()})
         with torch.no_grad():
             ref = model(x, return_maps=True)
         assert logits.shape == (b, 7) and att.shape == (b, 1, 2, 2)
         assert np.abs(logits - ref.logits.numpy()).max() < 1e-4
+        # an uncalibrated record (temperature 1, no prior): the plain softmax
+        assert np.abs(probs - torch.softmax(ref.logits, 1).numpy()).max() < 1e-5
         assert np.abs(att - ref.attention.numpy()).max() < 1e-4
 
 
-def test_baseline_exports_logits_only_with_the_legacy_exporter_at_opset_17(tmp_path):
+def test_baseline_exports_no_attention_with_the_legacy_exporter_at_opset_17(tmp_path):
     ckpt, model = _checkpoint(tmp_path / "base.safetensors", "resnet18", normalize="none")
     report = export_onnx(ckpt, tmp_path / "base.onnx", opset=17, image_size=96)
-    assert report["outputs"] == ["logits"] and report["exporter"] == "torchscript" and report["image_size"] == 96
+    assert report["outputs"] == ["logits", "probabilities"] and report["exporter"] == "torchscript"
+    assert report["image_size"] == 96
     proto = onnx.load(str(tmp_path / "base.onnx"))
-    assert [o.name for o in proto.graph.output] == ["logits"]
+    assert [o.name for o in proto.graph.output] == ["logits", "probabilities"]
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
     assert json.loads({p.key: p.value for p in proto.metadata_props}["normalize"]) == "none"
     session = ort.InferenceSession(str(tmp_path / "base.onnx"), providers=["CPUExecutionProvider"])
     x = torch.randn(3, 3, 96, 96)
-    (logits,) = session.run(None, {"image": x.numpy()})
+    logits, _ = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
         assert np.abs(logits - model(x).numpy()).max() < 1e-4
 
@@ -97,5 +100,5 @@ def test_cli_export_prints_the_parity(lan, tmp_path, capsys):
     ckpt, _ = lan
     assert main(["export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
-    assert "outputs logits, attention" in out and "parity vs PyTorch on random inputs" in out and ": ok" in out
+    assert "outputs logits, attention, probabilities" in out and "parity vs PyTorch on random inputs" in out and ": ok" in out
     assert main(["export", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "m.onnx")]) == 2

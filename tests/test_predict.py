@@ -296,7 +296,7 @@ def test_onnx_backend_matches_torch(checkpoint, model, tmp_path):
     from lanfer.export import export_onnx
 
     report = export_onnx(checkpoint, tmp_path / "lan.onnx")
-    assert report["outputs"] == ["logits", "attention"] and report["parity"]["max_abs_diff"] < 1e-4
+    assert report["outputs"] == ["logits", "attention", "probabilities"] and report["parity"]["max_abs_diff"] < 1e-4
     p = Predictor.from_onnx(tmp_path / "lan.onnx", detector=None)
     assert p.classes == CLASSES and p.image_size == SIZE and p.backend == "onnx"
     rng = np.random.default_rng(2)

@@ -1,5 +1,7 @@
-"""Evaluation: accuracy, mean per-class accuracy, per-class recall, confusion matrix, and accuracy grouped
-by any metadata a dataset provides (view, head-pose bin, subject ...). Written as ``metrics.json``."""
+"""Evaluation: accuracy, mean per-class accuracy, per-class recall, confusion matrix, the expected calibration
+error and its reliability bins, and accuracy grouped by any metadata a dataset provides (view, head-pose bin,
+subject ...). Written as ``metrics.json``. Probabilities and labels come from the model's logits through
+:func:`lanfer.calibration.probabilities`, at the model file's operating point (or ``prior_tau``)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .calibration import ECE_BINS, expected_calibration_error, probabilities, reliability, resolve_tau
 from .io import atomic_write
 
 # Metadata that identifies an item rather than describing a condition; never grouped by.
@@ -100,9 +103,10 @@ def _natural(item):
 
 
 @torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                   channels_last: bool = False, progress: bool = False, precision: str = "fp32"):
-    """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets, preds, probs, metas).
+def loader_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
+                  channels_last: bool = False, progress: bool = False, precision: str = "fp32"):
+    """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets (N,), logits (N, K) float32,
+    metas). Soft labels count as their most-voted class.
 
     ``precision`` (``fp32``, ``bf16``, ``fp16``) is the autocast of :mod:`lanfer.precision`; training evaluates
     in its own precision."""
@@ -110,29 +114,49 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     from .progress import progress_bar
 
     model.eval()
-    targets, preds, probs, metas = [], [], [], []
+    targets, logits, metas = [], [], []
     for images, labels, meta in progress_bar(loader, desc="eval", enabled=progress, leave=False):
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(precision, torch.device(device)):
-            p = model(images).float().softmax(dim=1).cpu()  # (B, K)
+            z = model(images).float().cpu()  # (B, K)
         if labels.ndim == 2:  # soft labels: evaluate against the most-voted class
             labels = labels.argmax(dim=1)
         targets.append(labels.cpu())
-        preds.append(p.argmax(dim=1))
-        probs.append(p)
+        logits.append(z)
         metas.extend(meta)
     if not targets:
         raise ValueError("evaluation loader yielded no batches")
-    return (torch.cat(targets).numpy(), torch.cat(preds).numpy(), torch.cat(probs).numpy(), metas)
+    return torch.cat(targets).numpy(), torch.cat(logits).numpy(), metas
+
+
+def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
+                   channels_last: bool = False, progress: bool = False, precision: str = "fp32",
+                   info=None, prior_tau: float | None = None):
+    """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets, preds, probs, metas).
+
+    Probabilities are :func:`lanfer.calibration.probabilities` of the logits at ``info``'s operating point
+    (``prior_tau`` None) or at ``prior_tau``; ``info`` None (a model in training) is the plain softmax."""
+    targets, logits, metas = loader_logits(model, loader, device, channels_last, progress, precision)
+    probs = probabilities(logits, info, prior_tau)  # (N, K)
+    return targets, probs.argmax(axis=1), probs, metas
+
+
+def calibration_summary(targets, probs, info=None, prior_tau: float | None = None, bins: int = ECE_BINS) -> dict:
+    """``{"ece", "calibration": {bins, temperature, prior_tau, reliability}}``: the expected calibration error
+    of the top-1 confidence (``bins`` equal-width bins) and the bins a reliability diagram draws."""
+    return {"ece": expected_calibration_error(probs, targets, bins),
+            "calibration": {"bins": bins, "temperature": 1.0 if info is None else info.temperature,
+                            "prior_tau": resolve_tau(info, prior_tau), "reliability": reliability(probs, targets, bins)}}
 
 
 def evaluate(model, loader, classes, device="cpu", group_by=None, channels_last=False, progress=False,
-             precision: str = "fp32") -> dict:
-    """Evaluate a model on a loader; returns the metrics dict of :func:`summarize`."""
-    t, p, _, metas = predict_loader(model, loader, device, channels_last, progress, precision)
-    return summarize(t, p, classes, metas, group_by)
+             precision: str = "fp32", info=None, prior_tau: float | None = None) -> dict:
+    """Evaluate a model on a loader; returns the metrics dict of :func:`summarize` with the expected
+    calibration error (:func:`calibration_summary`) at ``info``'s operating point (or ``prior_tau``)."""
+    t, p, probs, metas = predict_loader(model, loader, device, channels_last, progress, precision, info, prior_tau)
+    return {**summarize(t, p, classes, metas, group_by), **calibration_summary(t, probs, info, prior_tau)}
 
 
 def format_metrics(metrics: dict, title: str = "") -> str:
@@ -141,7 +165,11 @@ def format_metrics(metrics: dict, title: str = "") -> str:
     if title:
         lines.append(title)
     lines.append(f"  images {metrics['n']}   accuracy {100 * metrics['accuracy']:.2f}%   "
-                 f"mean class accuracy {100 * metrics['mean_class_accuracy']:.2f}%")
+                 f"mean class accuracy {100 * metrics['mean_class_accuracy']:.2f}%"
+                 + (f"   ECE {100 * metrics['ece']:.2f}%" if "ece" in metrics else ""))
+    cal = metrics.get("calibration")
+    if cal and (cal["temperature"] != 1 or cal["prior_tau"] != 0):
+        lines.append(f"  operating point: temperature {cal['temperature']:.4g}, prior tau {cal['prior_tau']:g}")
     if len(metrics["classes"]) > 12:  # e.g. identity pretraining: a 48x48 table helps nobody in a terminal
         lines.append(f"  ({len(metrics['classes'])} classes: per-class recall and confusion matrix in metrics.json)")
         return "\n".join(lines)
@@ -193,16 +221,19 @@ def _open_for_eval(checkpoint, data, root, split, subset, options, overrides, ba
 def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: str | None = None,
                         split: str = "test", subset: str | None = None, options: dict | None = None,
                         overrides: list[str] | None = None, batch_size: int = 64, device: str = "auto",
-                        num_workers: int = -1, out: str | Path | None = None, progress: bool = True) -> dict:
+                        num_workers: int = -1, out: str | Path | None = None, progress: bool = True,
+                        prior_tau: float | None = None) -> dict:
     """Evaluate a saved model on a dataset split (optionally a pose-list subset).
 
     ``data`` is either a YAML config (its ``data`` section is used) or a dataset name with ``root``.
-    Image size and normalisation come from the checkpoint, so evaluation matches training.
+    Image size and normalisation come from the checkpoint, so evaluation matches training, and so do the
+    temperature and prior adjustment; ``prior_tau`` evaluates another operating point (``--prior-tau``).
     """
     model, info, cfg, ds, loader, device = _open_for_eval(checkpoint, data, root, split, subset, options, overrides,
                                                          batch_size, device, num_workers)
+    resolve_tau(info, prior_tau)  # refuse an impossible operating point before the split is run
     classes = info.classes
-    metrics = evaluate(model, loader, classes, device, progress=progress)
+    metrics = evaluate(model, loader, classes, device, progress=progress, info=info, prior_tau=prior_tau)
     metrics["checkpoint"] = str(checkpoint)
     metrics["dataset"] = {"name": cfg.data.name, "root": cfg.data.root, "split": split,
                           "subset": subset or cfg.data.subset, "n_read": len(ds)}
@@ -302,14 +333,16 @@ def read_predictions(path: str | Path, classes: list[str] | None = None) -> dict
 def predict_checkpoint(checkpoint: str | Path, data: str | None = None, root: str | None = None,
                        split: str = "test", subset: str | None = None, overrides: list[str] | None = None,
                        batch_size: int = 64, device: str = "auto", progress: bool = True,
-                       out: str | Path | None = None) -> dict:
-    """Per-image predictions of a model file on a split (see :func:`evaluate_checkpoint` for ``data``):
+                       out: str | Path | None = None, prior_tau: float | None = None) -> dict:
+    """Per-image predictions of a model file on a split (see :func:`evaluate_checkpoint` for ``data`` and
+    ``prior_tau``):
     ``{"targets", "preds", "probs", "metas", "classes", "dataset"}``; with ``out``, also written as the CSV of
     :func:`write_predictions`. The metrics of these predictions are ``summarize(targets, preds, classes, metas)``.
     """
     model, info, cfg, ds, loader, device = _open_for_eval(checkpoint, data, root, split, subset, None, overrides,
                                                          batch_size, device, -1)
-    targets, preds, probs, metas = predict_loader(model, loader, device, progress=progress)
+    targets, preds, probs, metas = predict_loader(model, loader, device, progress=progress, info=info,
+                                                  prior_tau=prior_tau)
     result = {"targets": targets, "preds": preds, "probs": probs, "metas": metas, "classes": list(info.classes),
               "dataset": {"name": cfg.data.name, "root": cfg.data.root, "split": split,
                           "subset": subset or cfg.data.subset, "n_read": len(ds)}}

@@ -5,12 +5,17 @@ does -- with a dynamic batch axis, and the outputs
 
 * ``logits`` (B, num_classes), and
 * ``attention`` (B, 1, S/32, S/32): F_m, the LAN head's local attention map, for ``lan_resnet18`` only.
-  The ResNet-18 baseline has no attention map, so its graph outputs ``logits`` alone (a constant map would
-  look like information and is not); readers check ``len(session.get_outputs())``.
+  The ResNet-18 baseline has no attention map (a constant map would look like information and is not);
+  readers look outputs up by name;
+* ``probabilities`` (B, num_classes): ``softmax((logits - prior_tau * log(class_prior)) / temperature)``, the
+  model's shipped operating point baked into the graph by :func:`lanfer.calibration.probabilities` (the
+  function every PyTorch path uses), so a deployment without lanfer gets the same probabilities. lanfer's own
+  ONNX runner reads ``logits`` and applies that function itself, so that ``--prior-tau`` can pick another
+  operating point and nothing is applied twice.
 
 The metadata (``metadata_props``) carries what a deployment needs with no other file: ``classes`` (JSON
 list), ``image_size``, ``normalize`` (``"imagenet"`` or ``"none"``), ``model`` (the create_model arguments,
-JSON), ``arch``, ``outputs`` and ``format = "lanfer"``. :meth:`lanfer.predict.Predictor.from_onnx` reads them.
+JSON), ``arch``, ``outputs``, ``temperature``, ``class_prior``, ``prior_tau`` and ``format = "lanfer"``. :meth:`lanfer.predict.Predictor.from_onnx` reads them.
 
 Exporter: torch 2.14's default ONNX exporter is the ``torch.export``-based one (``dynamo=True``, needs
 ``onnxscript``, in the ``onnx`` extra). It emits opset 18 natively and cannot down-convert this model to
@@ -34,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .calibration import probabilities
 from .checkpoint import CheckpointError, as_model_info
 from .info import ModelInfo
 from .model import load_model
@@ -50,18 +56,21 @@ class ExportError(CheckpointError):
 
 
 class _Exported(nn.Module):
-    """``image -> (logits, attention)`` (LAN) or ``image -> logits`` (baseline): the graph's signature."""
+    """``image -> (logits, attention, probabilities)`` (LAN) or ``image -> (logits, probabilities)``
+    (baseline): the graph's signature; ``probabilities`` at the operating point of ``info``."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, info: ModelInfo):
         super().__init__()
-        self.model = model
+        self.model, self.info = model, info
         self.has_attention = getattr(model, "head", None) is not None
+        self.outputs = ["logits", "attention", "probabilities"] if self.has_attention else ["logits", "probabilities"]
 
     def forward(self, image: torch.Tensor):
         out = self.model(image, return_maps=True)
+        p = probabilities(out.logits, self.info)  # (B, K)
         if self.has_attention:
-            return out.logits, out.attention  # (B, K), (B, 1, h, w)
-        return out.logits  # (B, K)
+            return out.logits, out.attention, p  # (B, K), (B, 1, h, w), (B, K)
+        return out.logits, p  # (B, K), (B, K)
 
 
 def onnx_metadata(info: ModelInfo, image_size: int, outputs: Sequence[str]) -> dict[str, str]:
@@ -83,8 +92,9 @@ def export_model(model: nn.Module, info: ModelInfo, image_size: int, opset: int 
         raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'lanfer[onnx]'") from e
     if any(t.device.type != "cpu" for t in model.parameters()):
         model = copy.deepcopy(model).cpu()  # export on the CPU without moving the caller's model
-    wrapped = _Exported(model.eval()).eval()
-    outputs = ["logits", "attention"] if wrapped.has_attention else ["logits"]
+    info = as_model_info(info)
+    wrapped = _Exported(model.eval(), info).eval()
+    outputs = wrapped.outputs
     # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch axis.
     example = torch.zeros(2, 3, image_size, image_size)
     with warnings.catch_warnings():
@@ -108,7 +118,7 @@ def export_model(model: nn.Module, info: ModelInfo, image_size: int, opset: int 
                               f"({e})") from e
         except Exception as e:  # the exporters raise many types; the user needs the opset and the cause
             raise ExportError(f"torch.onnx export at opset {opset} failed: {type(e).__name__}: {e}") from e
-    meta = onnx_metadata(as_model_info(info), image_size, outputs)
+    meta = onnx_metadata(info, image_size, outputs)
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
@@ -130,9 +140,9 @@ def _check_inputs(paths: Sequence[str | Path], preset: EvalPreset) -> tuple[torc
     return torch.stack([preset(load_image(f)) for f in files]), [str(f) for f in files]  # (N, 3, S, S)
 
 
-def parity(model: nn.Module, session, x: torch.Tensor) -> dict[str, float]:
+def parity(model: nn.Module, info: ModelInfo, session, x: torch.Tensor) -> dict[str, float]:
     """Max absolute difference of each output between PyTorch (CPU, float32) and an ONNX Runtime session."""
-    wrapped = _Exported(model.eval()).eval()
+    wrapped = _Exported(model.eval(), info).eval()
     with torch.inference_mode():
         ref = wrapped(x.to(next(model.parameters()).device))
     ref = ref if isinstance(ref, tuple) else (ref,)
@@ -167,11 +177,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
     data = export_model(model, info, size, opset)
     out = Path(out)
     atomic_write(out, lambda t: t.write_bytes(data))
-    outputs = ["logits", "attention"] if getattr(model, "head", None) is not None else ["logits"]
+    outputs = _Exported(model, info).outputs
     report: dict[str, Any] = {
         "path": str(out), "checkpoint": str(checkpoint), "opset": opset,
         "exporter": "dynamo" if opset >= 18 else "torchscript", "outputs": outputs,
         "classes": list(info.classes), "image_size": size, "bytes": len(data),
+        "temperature": info.temperature, "prior_tau": info.prior_tau,
         "export_s": round(time.perf_counter() - start, 2),
     }
     if not check:
@@ -182,11 +193,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
     gen = torch.Generator().manual_seed(seed)
     # Random normalised images at the pixel scale EvalPreset produces (about N(0, 1) per channel).
     x = torch.randn(n_random, 3, size, size, generator=gen)
-    report["parity"] = {"random": parity(model, session, x)}
+    report["parity"] = {"random": parity(model, info, session, x)}
     if check_images:
         preset = EvalPreset(size, info.normalize, info.color)
         imgs, files = _check_inputs(check_images, preset)
-        report["parity"]["images"] = parity(model, session, imgs)
+        report["parity"]["images"] = parity(model, info, session, imgs)
         report["parity"]["n_images"] = len(files)
     worst = max(v for group in report["parity"].values() if isinstance(group, dict) for v in group.values())
     report["parity"]["max_abs_diff"] = worst
@@ -202,7 +213,9 @@ def format_report(report: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     lines = [f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB, opset {report['opset']}, "
              f"{report['exporter']} exporter, {report['export_s']:.1f} s): input image (B, 3, {report['image_size']}, "
-             f"{report['image_size']}), outputs {', '.join(report['outputs'])}; classes {', '.join(report['classes'])}"]
+             f"{report['image_size']}), outputs {', '.join(report['outputs'])}; classes {', '.join(report['classes'])}",
+             f"probabilities output at the model's operating point: temperature {report['temperature']:.4g}, "
+             f"prior tau {report['prior_tau']:g}"]
     par = report.get("parity")
     if par:
         for group in ("random", "images"):

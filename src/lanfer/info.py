@@ -12,11 +12,13 @@ headers and ONNX ``metadata_props`` hold, :meth:`ModelInfo.from_metadata` reads 
 those of format version 1 (``model``, ``classes``, ``image_size``, ``normalize``, ``data``, ``seed``,
 ``alpha``, ``guidance_source``); version 1 files written before this record existed lack ``color``, ``crop``,
 ``license``, ``command`` and ``metrics`` and load with the values they were trained with (RGB, the aligned
-template crop at its default margin).
+template crop at its default margin). Files written before calibration lack ``temperature``, ``class_prior``
+and ``prior_tau`` and load uncalibrated: temperature 1, no prior correction (:mod:`lanfer.calibration`).
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -72,6 +74,11 @@ class ModelInfo:
     3 channels, as FER2013's faces are). ``data`` records the training data (name, options); ``license`` its
     terms; ``command`` how the file was made; ``metrics`` its evaluation summary (accuracy by split/subset).
     ``extra`` keeps training facts that rebuild nothing (seed, alpha, guidance source).
+
+    The shipped operating point (:mod:`lanfer.calibration`; written by ``lanfer calibrate``): probabilities are
+    ``softmax((logits - prior_tau * log(class_prior)) / temperature)``. ``class_prior`` holds the training
+    set's class frequencies in ``classes`` order (None: no prior recorded), ``prior_tau`` the logit-adjustment
+    strength (Menon et al. 2021; 0: none), ``temperature`` the scale fitted on validation (Guo et al. 2017).
     """
 
     arch: str
@@ -88,6 +95,9 @@ class ModelInfo:
     command: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+    class_prior: list[float] | None = None
+    prior_tau: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.classes, (list, tuple)) or not 2 <= len(self.classes) <= MAX_CLASSES:
@@ -110,6 +120,32 @@ class ModelInfo:
         self.dropout = float(self.dropout)
         if not 0 <= self.dropout < 1:
             raise InfoError(f"dropout={self.dropout} must lie in [0, 1)")
+        self._check_calibration()
+
+    def _check_calibration(self) -> None:
+        """A temperature, prior and tau that give finite probabilities, or an InfoError naming the value."""
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise InfoError(f"temperature={t!r} must be a positive finite number (1: uncalibrated)")
+        self.temperature = float(t)
+        tau = self.prior_tau
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
+            raise InfoError(f"prior_tau={tau!r} must be a finite number >= 0 (0: no prior correction)")
+        self.prior_tau = float(tau)
+        prior = self.class_prior
+        if prior is None:
+            if self.prior_tau != 0:
+                raise InfoError(f"prior_tau={self.prior_tau:g} needs a class_prior, and the record has none")
+            return
+        if not isinstance(prior, (list, tuple)) or len(prior) != self.num_classes:
+            raise InfoError(f"class_prior={str(prior)[:200]} must be a list of {self.num_classes} frequencies, one "
+                            f"per class of {self.classes}")
+        if any(isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0
+               for p in prior):
+            raise InfoError(f"class_prior={list(prior)} must hold positive finite frequencies (log(prior) is used)")
+        if abs(sum(prior) - 1) > 1e-3:
+            raise InfoError(f"class_prior={list(prior)} sums to {sum(prior):.6g}, not 1")
+        self.class_prior = [float(p) for p in prior]
 
     @property
     def num_classes(self) -> int:
@@ -130,7 +166,8 @@ class ModelInfo:
         values: dict[str, Any] = {
             "model": kw, "classes": self.classes, "image_size": self.input_size, "normalize": self.normalize,
             "color": self.color, "crop": asdict(self.crop), "data": self.data, "license": self.license,
-            "command": self.command, "metrics": self.metrics, **self.extra,
+            "command": self.command, "metrics": self.metrics, "temperature": self.temperature,
+            "class_prior": self.class_prior, "prior_tau": self.prior_tau, **self.extra,
         }
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": self.arch}
         meta.update({k: json.dumps(v) for k, v in values.items()})
@@ -163,14 +200,15 @@ class ModelInfo:
         if n != len(classes):
             raise InfoError(f"{where}: model.num_classes={n} but {len(classes)} class names {classes}")
         known = {"format", "format_version", "arch", "model", "classes", "image_size", "normalize", "color",
-                 "crop", "data", "license", "command", "metrics"}
+                 "crop", "data", "license", "command", "metrics", "temperature", "class_prior", "prior_tau"}
         try:
             return cls(arch=margs["name"], classes=classes, input_size=int(v.get("image_size") or 224),
                        normalize=str(v.get("normalize") or "imagenet"), color=str(v.get("color") or "rgb"),
                        fusion=margs.get("fusion", "add"), head_widths=list(margs.get("head_widths", [256, 128, 64])),
                        dropout=float(margs.get("dropout", 0.0)), crop=FaceCrop(**(v.get("crop") or {})),
                        data=v.get("data") or {}, license=v.get("license"), command=v.get("command"),
-                       metrics=v.get("metrics") or {},
+                       metrics=v.get("metrics") or {}, temperature=v.get("temperature", 1.0),
+                       class_prior=v.get("class_prior"), prior_tau=v.get("prior_tau", 0.0),
                        extra={k: x for k, x in v.items() if k not in known})
         except InfoError as e:
             raise InfoError(f"{where}: {e}") from None

@@ -5,7 +5,9 @@ how to feed it photos. :func:`ship` takes the run's weights, halves them (a ResN
 against ~50 MB in float32; :func:`lanfer.model.load_model` casts them back), and fills the
 :class:`~lanfer.info.ModelInfo`: the evaluation summary (the run's best validation epoch and its test
 ``metrics.json``, plus any extra evaluations such as the pose subsets), the face crop prediction should cut
-(``crop``, measured by ``benchmarks/ferplus_crop.py --fit``), and the command that made it.
+(``crop``, measured by ``benchmarks/ferplus_crop.py --fit``), and the command that made it. With ``calibrate``,
+the shipped file is then calibrated in place (:func:`lanfer.calibrate.calibrate`: the class prior, the prior
+tau of the operating point and the temperature, fitted on the validation split), with its record beside it.
 """
 from __future__ import annotations
 
@@ -33,11 +35,16 @@ def _summary(path: Path) -> dict[str, Any]:
 
 
 def ship(run: str | Path, out: str | Path, evals: dict[str, str | Path] | None = None,
-         crop: dict[str, Any] | None = None, command: str | None = None, dtype: torch.dtype = torch.float16) -> Path:
+         crop: dict[str, Any] | None = None, command: str | None = None, dtype: torch.dtype = torch.float16,
+         calibrate: dict[str, Any] | None = None) -> Path:
     """Write ``out``: ``run``'s best weights in ``dtype`` with a filled-in record; returns the path.
 
     ``run`` is a run folder (``best.safetensors``, ``metrics.json``, ``metrics.jsonl``) or a model file;
     ``evals`` maps a name (``"pose30"``) to a ``metrics.json`` written by ``lanfer eval --out``.
+    ``calibrate``: the arguments of :func:`lanfer.calibrate.calibrate` (``root``, ``split``, ``prior_tau`` ...)
+    to calibrate the shipped weights themselves (after the cast to ``dtype``); None ships them uncalibrated.
+    The ``evals`` were measured before calibration: with a prior tau other than 0, evaluate the shipped file
+    again (``lanfer eval OUT``) for the numbers of its operating point.
     """
     run = Path(run)
     weights = run / "best.safetensors" if run.is_dir() else run
@@ -64,4 +71,8 @@ def ship(run: str | Path, out: str | Path, evals: dict[str, str | Path] | None =
     info = dataclasses.replace(info, metrics=metrics, crop=FaceCrop(**crop) if crop else info.crop, command=made)
     out = Path(out)
     save_model(out, copy.deepcopy(model).to(dtype), info)
+    if calibrate is not None:
+        from .calibrate import calibrate as run_calibration
+
+        run_calibration(out, out, overwrite=True, **calibrate)
     return out

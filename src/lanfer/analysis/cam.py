@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..calibration import adjust_logits, probabilities
 from ..predict.overlays import heat_overlay
 
 
@@ -40,16 +41,19 @@ class CAMResult:
 
 
 @torch.no_grad()
-def class_activation_maps(model: torch.nn.Module, x: torch.Tensor, target: int | Sequence[int] | None = None) -> CAMResult:
+def class_activation_maps(model: torch.nn.Module, x: torch.Tensor, target: int | Sequence[int] | None = None,
+                          info=None) -> CAMResult:
     """CAMs of ``model`` (a :class:`lanfer.model.FERNet`, in eval mode) for a batch ``x`` (B, 3, S, S).
 
-    ``target``: one class index for every image, one per image, or None for each image's predicted class.
+    ``target``: one class index for every image, one per image, or None for each image's predicted class (at
+    the operating point of ``info``, the model's :class:`~lanfer.info.ModelInfo`: its prior adjustment can
+    change the class; None: the argmax of the logits).
     """
     out = model(x, return_maps=True)
     f_o = out.features.float()  # (B, C, H, W)
     b, c = f_o.shape[:2]
     if target is None:
-        cls = out.logits.argmax(1)
+        cls = adjust_logits(out.logits, info).argmax(1)
     else:
         cls = torch.as_tensor(target, dtype=torch.long).expand(b) if np.ndim(target) == 0 else \
             torch.as_tensor(list(target), dtype=torch.long)
@@ -101,9 +105,9 @@ class _Model:
 
 def _panels(entry: _Model, x: torch.Tensor, target: int | None) -> tuple[list, str, dict]:
     """(panels [(title, heat (h, w) in [0, 1] or None for the bare image)], row title, numbers) of one model."""
-    res = class_activation_maps(entry.model, x, target)
+    res = class_activation_maps(entry.model, x, target, entry.info)
     classes = list(entry.info.classes)
-    probs = res.logits.float().softmax(1)[0]
+    probs = probabilities(res.logits, entry.info)[0]  # (K,) at the model's operating point
     pred = int(probs.argmax())
     k = int(res.classes[0])
     maps = [res.cam_o[0].numpy()] + ([res.cam_a[0].numpy(), res.cam_f[0].numpy()] if res.cam_a is not None else [])

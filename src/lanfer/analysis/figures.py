@@ -1,5 +1,5 @@
 """Figures a person would rather look at than read: confusion matrices, training curves, accuracy by
-metadata, face grids with attention overlays, the guidance summary, the alpha curve. Each function returns a
+metadata, reliability diagrams, face grids with attention overlays, the guidance summary, the alpha curve. Each function returns a
 matplotlib figure; :func:`fig_to_png` renders it (and closes it). Heat maps on faces go through
 :func:`lanfer.predict.overlays.heat_overlay`, the one overlay of the package.
 """
@@ -92,6 +92,37 @@ def plot_grouped_accuracy(key: str, groups: dict[str, dict[str, dict]]):
     ax.set_title(f"accuracy by {key}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(runs: dict[str, dict]):
+    """Reliability diagram (Guo et al. 2017): per run, the accuracy of each top-1 confidence bin against its
+    mean confidence (the diagonal is perfect calibration), with the share of images per bin below.
+
+    ``runs``: run name -> the ``calibration`` section of metrics.json plus its ``ece``."""
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.2, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    width = 0.8 / max(len(runs), 1)
+    for i, (name, cal) in enumerate(runs.items()):
+        bins = [b for b in cal["reliability"] if b["n"]]
+        conf = [b["confidence"] for b in bins]
+        ax.plot(conf, [b["accuracy"] for b in bins], marker="o", ms=3,
+                label=f"{name}: ECE {100 * cal['ece']:.2f}% (T {cal['temperature']:.3g}, tau {cal['prior_tau']:g})")
+        total = sum(b["n"] for b in bins)
+        centres = [(b["lo"] + b["hi"]) / 2 for b in bins]
+        step = bins[0]["hi"] - bins[0]["lo"] if bins else 1
+        hist.bar(np.asarray(centres) + (i - (len(runs) - 1) / 2) * width * step, [b["n"] / total for b in bins],
+                 width=width * step)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("reliability (top-1 confidence)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="upper left")
+    hist.set_xlabel("confidence")
+    hist.set_ylabel("share of images")
+    hist.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

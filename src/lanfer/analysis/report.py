@@ -2,7 +2,8 @@
 URI, no network), each figure also written as a PNG next to it.
 
 Sections: the metrics table (test split and every extra evaluation in a run's subfolders, e.g. ``pose45/``),
-per-class recall, training curves (``metrics.jsonl``), confusion matrices (counts and row-normalised),
+per-class recall, training curves (``metrics.jsonl``), confusion matrices (counts and row-normalised), the
+reliability diagram of the test probabilities (``calibration`` in ``metrics.json``, with the ECE),
 accuracy by every metadata column (``by`` in ``metrics.json``: view, |yaw| bin ...) and by evaluation
 subset, a grid of correct and wrong test faces across classes and views with their attention overlays (F_m;
 for the baseline, the CAM of its predicted class), the guidance summary, and a ``lanfer compare`` result.
@@ -22,7 +23,7 @@ import torch
 
 from ..io import atomic_write
 from .figures import (face_grid, fig_to_png, plot_confusion, plot_curves, plot_grouped_accuracy, plot_guidance,
-                      png_data_uri)
+                      plot_reliability, png_data_uri)
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 9px;text-align:right}
@@ -159,12 +160,12 @@ def sample_grid(run: Run, per_class: int = 2, pool: int = 400, root: str | None 
     maps = []
     with torch.no_grad():
         for chunk in torch.split(x, 64):
-            res = class_activation_maps(model, chunk)  # CAM of the predicted class
+            res = class_activation_maps(model, chunk, info=info)  # CAM of the predicted class
             heat = res.attention if res.attention is not None else res.cam_f  # (b, h, w)
             if res.attention is None:  # scale each CAM to [0, 1] for display
                 lo = heat.amin(dim=(1, 2), keepdim=True)
                 heat = (heat - lo) / (heat.amax(dim=(1, 2), keepdim=True) - lo).clamp_min(1e-8)
-            maps.append((res.logits.argmax(1), heat))
+            maps.append((res.classes, heat))  # the predicted class, at the model's operating point
     preds = torch.cat([p for p, _ in maps]).numpy()
     heats = torch.cat([h for _, h in maps]).numpy()
     chosen: list[int] = []
@@ -224,13 +225,14 @@ class _Page:
 def _metrics_table(runs: Sequence[Run]) -> str:
     evals = list(dict.fromkeys(k for r in runs for k in r.evals))
     head = "".join(f"<th>{html.escape(e)}</th>" for e in evals)
-    rows = ["<table><tr><th>run</th><th>images</th><th>accuracy %</th><th>mean class %</th>" + head + "</tr>"]
+    rows = ["<table><tr><th>run</th><th>images</th><th>accuracy %</th><th>mean class %</th><th>ECE %</th>"
+            + head + "</tr>"]
     for r in runs:
         m = r.metrics
         cells = "".join(f"<td>{_pct(r.evals[e].get('accuracy')) if e in r.evals else ''}"
                         + (f" (n={r.evals[e].get('n')})" if e in r.evals else "") + "</td>" for e in evals)
         rows.append(f"<tr><td>{html.escape(r.name)}</td><td>{m.get('n', '')}</td><td>{_pct(m.get('accuracy'))}</td>"
-                    f"<td>{_pct(m.get('mean_class_accuracy'))}</td>{cells}</tr>")
+                    f"<td>{_pct(m.get('mean_class_accuracy'))}</td><td>{_pct(m.get('ece'))}</td>{cells}</tr>")
     rows.append("</table>")
     classes = runs[0].metrics.get("classes", [])
     if classes:
@@ -322,6 +324,14 @@ def write_report(runs: Sequence[str | Path], out: str | Path, compare: str | Pat
         if r.metrics.get("confusion_matrix"):
             page.figure(plot_confusion(r.metrics["confusion_matrix"], r.metrics["classes"], r.name),
                         f"confusion_{r.name}", width="80%")
+    calibrated = {r.name: {**r.metrics["calibration"], "ece": r.metrics["ece"]} for r in loaded
+                  if r.metrics.get("calibration") and "ece" in r.metrics}
+    if calibrated:
+        page.add("<h2>Calibration</h2>")
+        page.figure(plot_reliability(calibrated), "reliability", "test split, 15 equal-width bins of the top-1 "
+                    "confidence: a point below the diagonal is over-confident; ECE is the bins' mean |accuracy - "
+                    "confidence| weighted by their share of images (lanfer calibrate fits the temperature T)",
+                    width="45%")
     by_key: dict[str, dict[str, dict]] = {}
     for r in loaded:
         for key, groups in (r.metrics.get("by") or {}).items():

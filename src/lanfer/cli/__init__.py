@@ -17,7 +17,7 @@ from . import analysis, apps, datasets, models, training
 # dependency never breaks another command.
 COMMANDS: list = [apps.add_demo, training.add_train, training.add_eval, training.add_cluster,
                   datasets.add_prepare, datasets.add_datasets, datasets.add_pose_subsets, datasets.add_synth,
-                  models.add_predict, models.add_export, models.add_models, models.add_ship, models.add_configs,
+                  models.add_predict, models.add_export, models.add_models, models.add_calibrate, models.add_ship, models.add_configs,
                   analysis.add_cam, analysis.add_report, analysis.add_compare, training.add_ablate, apps.add_serve]
 
 
@@ -43,8 +43,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     try:  # both import torch; where it is missing, no command that could raise them runs
         from ..checkpoint import CheckpointError
         from ..guidance import GuidanceError
+        from ..info import InfoError
         from ..train import NonFiniteLossError
-        errors += [CheckpointError, GuidanceError, NonFiniteLossError]
+        errors += [CheckpointError, GuidanceError, InfoError, NonFiniteLossError]
     except ImportError:
         pass
     return tuple(errors)

@@ -46,3 +46,19 @@ def named_files(items: list[str], flag: str = "--subset",
             raise ConfigError(f"{flag} {item!r}: the name {name!r} is given twice")
         out[name] = path
     return out
+
+
+def add_prior_tau_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prior-tau", type=float, metavar="TAU",
+                   help="the operating point: subtract TAU x log(class prior) from the logits before the softmax "
+                        "(0: the plain classifier; default: the model file's own prior_tau, see lanfer calibrate)")
+
+
+def prior_tau_or_auto(text: str) -> float | str:
+    """argparse type: ``auto`` or a finite tau >= 0 (``lanfer calibrate --prior-tau``)."""
+    from ..calibrate import parse_prior_tau
+
+    try:
+        return parse_prior_tau(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number >= 0 such as 1.0, got {text!r}") from None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._args import min_face_size
+from ._args import add_prior_tau_flag, min_face_size
 
 
 def add_demo(sub) -> None:
@@ -63,6 +63,7 @@ def add_serve(sub) -> None:
     p.add_argument("--detect-workers", type=int, default=2, help="threads running face detection")
     p.add_argument("--min-face-size", type=min_face_size, metavar="PX",
                    help="smallest face side searched for, in pixels (default 20); larger is faster")
+    add_prior_tau_flag(p)
 
     def run(a):
         from ..serve import ServeConfig, run_server
@@ -71,7 +72,7 @@ def add_serve(sub) -> None:
                              max_pixels=a.max_pixels, timeout_s=a.timeout, max_batch=a.max_batch,
                              max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue, detect_workers=a.detect_workers,
                              min_face_size=a.min_face_size, max_discard_bytes=int(a.max_discard_mb * 2**20))
-        run_server(a.model, config, device=a.device)
+        run_server(a.model, config, device=a.device, prior_tau=a.prior_tau)
 
     p.set_defaults(func=run)
 

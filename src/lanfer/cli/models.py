@@ -1,9 +1,9 @@
-"""``lanfer`` commands: predict with a model, export, list, ship, and the shipped configs."""
+"""``lanfer`` commands: predict with a model, export, list, calibrate, ship, and the shipped configs."""
 from __future__ import annotations
 
 import sys
 
-from ._args import min_face_size, named_files
+from ._args import add_prior_tau_flag, add_set_flag, min_face_size, named_files, prior_tau_or_auto
 
 
 def add_predict(sub) -> None:
@@ -30,6 +30,7 @@ def add_predict(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="face crops per model call (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--onnx", metavar="MODEL.onnx", help="run this exported model in ONNX Runtime instead of PyTorch")
+    add_prior_tau_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(a):
@@ -42,7 +43,7 @@ def add_predict(sub) -> None:
         table, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
                                      detect=not a.no_detect, every_nth_frame=a.every_nth_frame, batch_size=a.batch_size,
                                      device=a.device, onnx=a.onnx, progress=not a.no_progress,
-                                     min_face_size=a.min_face_size)
+                                     min_face_size=a.min_face_size, prior_tau=a.prior_tau)
         print(summary)
         return 1 if table["status"].str.startswith("error").any() else 0  # some input could not be read
 
@@ -52,8 +53,9 @@ def add_predict(sub) -> None:
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a model file to ONNX and check it against PyTorch",
                        description="Example: lanfer export runs/rafdb_lan/best.safetensors --format onnx --out "
-                                   "lan.onnx --check-images faces/. Outputs logits and attention (LAN) or logits "
-                                   "(baseline); fails if ONNX Runtime and PyTorch differ by more than 1e-4.")
+                                   "lan.onnx --check-images faces/. Outputs logits, attention (LAN only) and "
+                                   "probabilities (the model's temperature and prior adjustment baked in); fails if "
+                                   "ONNX Runtime and PyTorch differ by more than 1e-4.")
     p.add_argument("checkpoint", help="a lanfer model file (RUN_DIR/best.safetensors)")
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", required=True, help="the .onnx file to write")
@@ -96,6 +98,10 @@ def add_ship(sub) -> None:
     p.add_argument("--eval", action="append", default=[], metavar="NAME=METRICS.json",
                    help="an extra evaluation to record (lanfer eval --out), e.g. pose30=runs/e30/metrics.json")
     p.add_argument("--crop", help="the face crop prediction should cut, as JSON (lanfer.info.FaceCrop fields)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="then calibrate the shipped file on the validation split (lanfer calibrate: class prior, "
+                        "prior tau, temperature); needs the dataset (--root, --set)")
+    _add_calibration_flags(p)
 
     def run(a):
         import json
@@ -104,7 +110,53 @@ def add_ship(sub) -> None:
 
         evals = named_files(a.eval, "--eval", "pose30=runs/e30/metrics.json")
         crop = json.loads(a.crop) if a.crop else None
-        print(f"wrote {ship(a.run, a.out, evals=evals, crop=crop, command='lanfer ship ' + ' '.join(sys.argv[2:]))}")
+        calibrate = dict(data=a.data, root=a.root, split=a.split, overrides=a.overrides, prior_tau=a.prior_tau,
+                         min_recall=a.min_recall, device=a.device) if a.calibrate else None
+        out = ship(a.run, a.out, evals=evals, crop=crop, command='lanfer ship ' + ' '.join(sys.argv[2:]),
+                   calibrate=calibrate)
+        print(f"wrote {out}" + (f" (calibrated: {out.with_suffix('.calibration.json')})" if a.calibrate else ""))
+
+    p.set_defaults(func=run)
+
+
+def _add_calibration_flags(p) -> None:
+    p.add_argument("--data", help="a YAML config whose data section to use, or a dataset name (default: the "
+                                  "dataset recorded in the model file)")
+    p.add_argument("--root", help="dataset root (overrides the recorded one)")
+    p.add_argument("--split", default="val", help="the split tau and the temperature are fitted on (default val)")
+    add_set_flag(p)
+    p.add_argument("--prior-tau", type=prior_tau_or_auto, default="auto", metavar="auto|TAU",
+                   help="the operating point's logit adjustment (tau x log prior): auto (default) picks the "
+                        "smallest tau with every class at --min-recall on the split, else the best mean class "
+                        "accuracy; a number ships that tau (0: none)")
+    p.add_argument("--min-recall", type=float, default=0.40, help="the recall floor of --prior-tau auto (0.40)")
+    p.add_argument("--device", default="auto")
+
+
+def add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit a model's temperature and class-prior operating point on validation",
+                       description="Choose the prior tau (probabilities = softmax((logits - tau log prior) / T)) "
+                                   "and fit the temperature T on the validation split, and write a new model file "
+                                   "with them and a JSON record (the tau table, T, ECE before and after). Example: "
+                                   "lanfer calibrate lan_resnet18_ferplus --root $FERPLUS --out "
+                                   "lan_calibrated.safetensors")
+    p.add_argument("model", help="a model file or a shipped model's name")
+    p.add_argument("--out", required=True, help="the .safetensors file to write (not the input, unless --overwrite)")
+    p.add_argument("--record", help="the JSON record (default: OUT with the suffix .calibration.json)")
+    p.add_argument("--overwrite", action="store_true", help="allow --out to be the input model file")
+    _add_calibration_flags(p)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(a):
+        from ..calibrate import calibrate, format_calibration
+        from ..pretrained import resolve
+
+        rec = calibrate(resolve(a.model), a.out, data=a.data, root=a.root, split=a.split, overrides=a.overrides,
+                        prior_tau=a.prior_tau, min_recall=a.min_recall, record=a.record, overwrite=a.overwrite,
+                        batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
+                        command="lanfer calibrate " + " ".join(sys.argv[2:]))
+        print(format_calibration(rec))
 
     p.set_defaults(func=run)
 

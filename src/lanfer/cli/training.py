@@ -1,7 +1,7 @@
 """``lanfer`` commands: train, evaluate, fit the guidance, and the ablation grid."""
 from __future__ import annotations
 
-from ._args import add_set_flag, float_list, named_files
+from ._args import add_prior_tau_flag, add_set_flag, float_list, named_files
 
 
 def add_train(sub) -> None:
@@ -44,6 +44,7 @@ def add_eval(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="write metrics.json here (a folder or a .json path)")
+    add_prior_tau_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(a):
@@ -51,7 +52,7 @@ def add_eval(sub) -> None:
 
         m = evaluate_checkpoint(a.checkpoint, data=a.data, root=a.root, split=a.split, subset=a.subset,
                                 overrides=a.overrides, batch_size=a.batch_size, device=a.device, out=a.out,
-                                progress=not a.no_progress)
+                                progress=not a.no_progress, prior_tau=a.prior_tau)
         print(format_metrics(m, f"{a.checkpoint} on {m['dataset']['name']}/{a.split}"
                                 + (f" subset {a.subset}" if a.subset else "")))
 

@@ -11,8 +11,9 @@ Typical use::
 The pipeline per frame: detect faces with five landmarks (``lanfer.faces``; batched over a window of
 frames) -> align each face to the template at the model's input size -> the evaluation transform
 (:class:`~lanfer.data.EvalPreset`, the same class evaluation uses) -> the model, on batches of
-``batch_size`` crops collected across images and frames -> softmax probabilities, the LAN attention map F_m
-and the head pose from the landmarks.
+``batch_size`` crops collected across images and frames -> probabilities at the model's operating point
+(its temperature and class-prior adjustment, :func:`lanfer.calibration.probabilities`; ``prior_tau=`` picks
+another), the LAN attention map F_m and the head pose from the landmarks.
 
 Videos are streamed with ``cv2.VideoCapture``: fewer than ``window + max(window, batch_size)`` frames are
 held at any time (the table records the peak in ``attrs["max_frames_held"]``), whatever the video's length. Every input

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..calibration import probabilities, resolve_tau
 from ..checkpoint import CheckpointError, as_model_info, read_model_info
 from ..config import ConfigError
 from ..info import ModelInfo
@@ -28,12 +29,15 @@ class Predictor:
 
     Build it with :meth:`from_checkpoint`, :meth:`from_onnx` or :meth:`from_model`. ``runner`` maps a
     batch of preprocessed crops (B, 3, S, S) to ``(logits (B, K), attention (B, h, w) or None)``.
+    ``prior_tau``: the operating point, i.e. the logit adjustment ``tau * log(prior)`` applied before the
+    softmax (:mod:`lanfer.calibration`); None is the model's own (``info.prior_tau``), 0 the plain classifier.
     """
 
     def __init__(self, runner: Runner, info: ModelInfo, detector: str | FaceDetector | None = "mtcnn",
-                 device: str | torch.device = "cpu", backend: str = "torch"):
+                 device: str | torch.device = "cpu", backend: str = "torch", prior_tau: float | None = None):
         self.runner = runner
         self.info = info
+        self.prior_tau = resolve_tau(info, prior_tau)  # refuses a tau the record cannot give
         self.classes = list(info.classes)
         self.image_size = info.input_size
         self.normalize = info.normalize
@@ -47,22 +51,26 @@ class Predictor:
     def __repr__(self) -> str:
         return (f"Predictor(backend={self.backend!r}, classes={self.classes}, image_size={self.image_size}, "
                 f"color={self.info.color!r}, crop={self.crop.kind}/{self.crop.margin:g}, "
+                f"temperature={self.info.temperature:.3g}, prior_tau={self.prior_tau:g}, "
                 f"detector={self.detector_name!r}, device={str(self.device)!r})")
 
     # -- construction ------------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, name: str | None = None, device: str | torch.device = "auto",
-                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch") -> "Predictor":
+                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch",
+                        prior_tau: float | None = None) -> "Predictor":
         """A predictor for a model shipped with lanfer (``None``: the default; ``lanfer models`` lists them),
         offline."""
         from ..pretrained import find
 
-        return cls.from_checkpoint(find(name).path, device=device, detector=detector, backend=backend)
+        return cls.from_checkpoint(find(name).path, device=device, detector=detector, backend=backend,
+                                   prior_tau=prior_tau)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
-                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch") -> "Predictor":
+                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch",
+                        prior_tau: float | None = None) -> "Predictor":
         """A predictor for a lanfer model file (``.safetensors``), an exported ``.onnx`` file, or a shipped
         model's name (``None``: the default shipped model).
 
@@ -75,35 +83,37 @@ class Predictor:
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         if str(path).endswith(".onnx"):
-            return cls.from_onnx(path, device=device, detector=detector)
+            return cls.from_onnx(path, device=device, detector=detector, prior_tau=prior_tau)
         dev = resolve_device(device)
         if backend == "onnx":
             from ..export import export_model
 
             model, info = load_model(path, device="cpu")
             # The exported graph carries the same record in its metadata.
-            return cls.from_onnx(export_model(model, info, info.input_size), device=dev, detector=detector)
+            return cls.from_onnx(export_model(model, info, info.input_size), device=dev, detector=detector,
+                                 prior_tau=prior_tau)
         model, info = load_model(path, device=dev)
-        return cls.from_model(model, info, device=dev, detector=detector)
+        return cls.from_model(model, info, device=dev, detector=detector, prior_tau=prior_tau)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, info: ModelInfo | dict[str, Any], device: str | torch.device = "cpu",
-                   detector: str | FaceDetector | None = "mtcnn") -> "Predictor":
+                   detector: str | FaceDetector | None = "mtcnn", prior_tau: float | None = None) -> "Predictor":
         """A predictor for an in-memory model and its :class:`~lanfer.info.ModelInfo` (a dict with the model
         file's format-1 keys is read through the same codec)."""
         dev = resolve_device(device)
-        return cls(TorchRunner(model, dev), as_model_info(info), detector, dev)
+        return cls(TorchRunner(model, dev), as_model_info(info), detector, dev, prior_tau=prior_tau)
 
     @classmethod
     def from_onnx(cls, path: str | Path | bytes, device: str | torch.device = "cpu",
-                  detector: str | FaceDetector | None = "mtcnn", session_options: Any = None) -> "Predictor":
+                  detector: str | FaceDetector | None = "mtcnn", session_options: Any = None,
+                  prior_tau: float | None = None) -> "Predictor":
         """A predictor running an ONNX model from ``lanfer export`` (a file, or the bytes of
         :func:`lanfer.export.export_model`) in ONNX Runtime; its record comes from the model's metadata.
         ``session_options``: an ``onnxruntime.SessionOptions`` (e.g. thread counts)."""
         dev = resolve_device(device)
         session, info = open_onnx(path, dev, session_options)
         check_graph(session, info, "the exported ONNX model" if isinstance(path, bytes) else path)
-        return cls(OnnxRunner(session), info, detector, dev, backend="onnx")
+        return cls(OnnxRunner(session), info, detector, dev, backend="onnx", prior_tau=prior_tau)
 
     @property
     def detector_name(self) -> str | None:
@@ -120,14 +130,14 @@ class Predictor:
     # -- prediction --------------------------------------------------------------------------------
 
     def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N, K) and attention maps (N, h, w) (None for the baseline) of face crops
-        ((H, W, 3) uint8 RGB, any size: the evaluation transform resizes them), in one batch."""
+        """Probabilities (N, K) at this predictor's operating point (the model's temperature and prior
+        adjustment, :func:`lanfer.calibration.probabilities`) and attention maps (N, h, w) (None for the
+        baseline) of face crops ((H, W, 3) uint8 RGB, any size: the evaluation transform resizes them), in one
+        batch."""
         # torch warns on read-only arrays (np.asarray of a PIL image); copy those few.
         x = torch.stack([self.preset(c if c.flags.writeable else c.copy()) for c in crops])  # (N, 3, S, S)
-        logits, att = self.runner(x)  # (N, K), (N, h, w) or None
-        z = logits - logits.max(1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(1, keepdims=True), att
+        logits, att = self.runner(x)  # (N, K) raw logits (ONNX graphs too), (N, h, w) or None
+        return probabilities(logits, self.info, self.prior_tau), att
 
     def predict(self, inputs: Any, batch_size: int = 32, progress: bool = True, detect: bool = True,
                 every_nth_frame: int = 1, return_attention: bool = False, overlay_dir: str | Path | None = None,
@@ -204,13 +214,15 @@ def mtcnn_for(device: str | torch.device = "auto", min_face_size: int | None = N
 def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str | Path = "runs/predict", format: str = "csv",
                 overlay: bool = False, detect: bool = True, every_nth_frame: int = 1, batch_size: int = 32,
                 device: str = "auto", onnx: str | Path | None = None,
-                progress: bool = True, min_face_size: int | None = None) -> tuple[PredictionTable, str]:
+                progress: bool = True, min_face_size: int | None = None,
+                prior_tau: float | None = None) -> tuple[PredictionTable, str]:
     """``lanfer predict``: predict on ``inputs`` and write ``OUT/predictions.csv`` (or ``.json``) and, with
     ``overlay``, annotated images and videos in ``OUT/overlays/``. Returns the table and a summary text.
 
     ``checkpoint``: a model file or a shipped model's name; ``None`` is the default shipped model.
     ``onnx``: run this exported model in ONNX Runtime instead of the checkpoint's PyTorch weights; its
     classes must match the checkpoint's (a guard against a stale export).
+    ``prior_tau``: the operating point (``--prior-tau``; None: the model's own, see :class:`Predictor`).
     ``min_face_size``: the smallest face side MTCNN searches for, in pixels (default: the detector's, 20).
     Most of the detector's time is its largest pyramid levels, which only small faces need: 40 made video
     prediction 1.7x faster in ``benchmarks/bench_predict_video.py``.
@@ -226,14 +238,14 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
                           "one of them")
     detector = mtcnn_for(device, min_face_size) if detect else None
     if onnx is not None:
-        predictor = Predictor.from_onnx(onnx, device=device, detector=detector)
+        predictor = Predictor.from_onnx(onnx, device=device, detector=detector, prior_tau=prior_tau)
         if str(checkpoint) != str(onnx) and not str(checkpoint).endswith(".onnx"):
             want = read_model_info(checkpoint).classes
             if want != predictor.classes:
                 raise CheckpointError(f"{onnx} has classes {predictor.classes} but {checkpoint} has {want}; "
                                       f"re-export it with lanfer export {checkpoint} --format onnx --out {onnx}")
     else:
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector)
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector, prior_tau=prior_tau)
     # A bare number that is not a file is a camera index (lanfer predict CKPT 0).
     inputs = [int(i) if isinstance(i, str) and i.isascii() and i.isdigit() and not Path(i).exists() else i
               for i in inputs]

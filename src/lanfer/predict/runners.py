@@ -33,16 +33,24 @@ class TorchRunner:
 
 
 class OnnxRunner:
-    """An ONNX Runtime session of a graph from ``lanfer export`` (outputs ``logits`` [, ``attention``])."""
+    """An ONNX Runtime session of a graph from ``lanfer export`` (outputs ``logits`` [, ``attention``]
+    [, ``probabilities``]). It returns the raw logits: the predictor turns them into probabilities at its
+    operating point, as it does for PyTorch; the graph's own ``probabilities`` output (the model's operating
+    point, baked in for deployments without lanfer) is not read here, so nothing is applied twice."""
 
     def __init__(self, session):
         self.session = session
         self.input = session.get_inputs()[0].name
+        names = [o.name for o in session.get_outputs()]
+        # Older graphs name nothing but their order: logits first, then the attention map when there is one.
+        self.outputs = ["logits" if "logits" in names else names[0]]
         # The baseline's graph has no attention output (a constant map would look like information).
-        self.has_attention = len(session.get_outputs()) > 1
+        att = "attention" if "attention" in names else next((n for n in names[1:] if n != "probabilities"), None)
+        self.has_attention = att is not None
+        self.outputs += [att] if att else []
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        out = self.session.run(None, {self.input: x.numpy()})
+        out = self.session.run(self.outputs, {self.input: x.numpy()})
         return out[0], (out[1][:, 0] if self.has_attention else None)  # (B, K), (B, h, w)
 
 
@@ -88,7 +96,7 @@ def check_graph(session, info: ModelInfo, where: Any) -> None:
         raise CheckpointError(f"{where}: the graph takes {[(i.name, i.shape) for i in inputs]}, but its lanfer record "
                               f"says one image input of (N, 3, {size}, {size}); re-export it with lanfer export")
     k = outputs[0].shape[-1] if outputs and outputs[0].shape else None
-    if not 1 <= len(outputs) <= 2 or (isinstance(k, int) and k != info.num_classes):
+    if not 1 <= len(outputs) <= 3 or (isinstance(k, int) and k != info.num_classes):
         raise CheckpointError(f"{where}: the graph's outputs {[(o.name, o.shape) for o in outputs]} do not give the "
                               f"{info.num_classes} logits of its record's classes {info.classes}; re-export it with "
                               "lanfer export")

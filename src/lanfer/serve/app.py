@@ -5,7 +5,8 @@ Routes (``/docs`` describes them from ``/openapi.json``):
 * ``POST /v1/predict`` (multipart files named ``files``; ``?attention=true`` adds each face's F_m map and a PNG
   of its crop under the map, ``?annotated=true`` an annotated PNG per picture) -> ``rows`` with the columns of
   ``lanfer predict``'s table, one per face or per picture without a face, and ``images`` with a status each;
-* ``GET /v1/models``: the served model's record (:class:`lanfer.info.ModelInfo`);
+* ``GET /v1/models``: the served model's record (:class:`lanfer.info.ModelInfo`) and its ``operating_point``
+  (the temperature and the prior tau the probabilities are computed at, :mod:`lanfer.calibration`);
 * ``GET /healthz``: liveness and queue state, the one route that never needs the token;
 * ``GET /``: the page (``static/``), ``GET /docs``: the API reference, rendered by lanfer's own page.
 
@@ -223,7 +224,9 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, name: st
     async def models():
         return {"models": [{"name": service.name, "backend": predictor.backend, "detector": predictor.detector_name,
                             "min_face_size": getattr(predictor.detector, "min_face_size", None),
-                            "columns": service.columns, **predictor.info.to_json()}]}
+                            "columns": service.columns, **predictor.info.to_json(),
+                            "operating_point": {"temperature": predictor.info.temperature,
+                                                "prior_tau": predictor.prior_tau}}]}
 
     body = {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["files"],
@@ -262,9 +265,11 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, name: st
     return app
 
 
-def run_server(model: str | None = None, config: ServeConfig | None = None, device: str = "auto") -> None:
+def run_server(model: str | None = None, config: ServeConfig | None = None, device: str = "auto",
+               prior_tau: float | None = None) -> None:
     """``lanfer serve``: load ``model`` (a shipped name, a model file, an ONNX file; None: the default shipped
-    model) and serve it with uvicorn until Ctrl-C."""
+    model) and serve it with uvicorn until Ctrl-C; ``prior_tau`` picks the operating point (None: the model's
+    own, see :class:`lanfer.predict.Predictor`)."""
     import uvicorn
 
     from ..pretrained import find, is_shipped_name, resolve
@@ -272,7 +277,8 @@ def run_server(model: str | None = None, config: ServeConfig | None = None, devi
     config = config or ServeConfig()
     _check_port_free(config.host, config.port)  # before the model loads, and before the URL is printed
     path = resolve(model)
-    predictor = Predictor.from_checkpoint(path, device=device, detector=mtcnn_for(device, config.min_face_size))
+    predictor = Predictor.from_checkpoint(path, device=device, detector=mtcnn_for(device, config.min_face_size),
+                                          prior_tau=prior_tau)
     name = find(model).name if model is None or is_shipped_name(model) else Path(path).stem
     app = create_app(predictor, config, name=name)
     url = f"http://{config.host}:{config.port}/"
