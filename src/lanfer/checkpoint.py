@@ -210,7 +210,7 @@ def _strip(key: str) -> str:
 
 
 def load_backbone(backbone: nn.Module, path: str | Path) -> str:
-    """Load ResNet-18 backbone weights from a file into ``backbone`` and return a one-paragraph report.
+    """Load backbone weights (ResNet-18, MobileNet-v1, ...) from a file into ``backbone`` and return a one-paragraph report.
 
     Accepts torchvision key names (``layer1.0.conv1.weight``), ``module.``/``backbone.`` prefixes, and the
     ijba MS-Celeb-1M checkpoint (``{"state_dict": {"module.conv1.weight": ...}}`` with extra
@@ -237,7 +237,7 @@ def load_backbone(backbone: nn.Module, path: str | Path) -> str:
     bad_shape = [f"{k}: file {tuple(mapped[k].shape)} vs backbone {tuple(own[k].shape)}"
                  for k in mapped if mapped[k].shape != own[k].shape]
     if missing or bad_shape:
-        msg = f"{path}: does not match the ResNet-18 backbone."
+        msg = f"{path}: does not match the {type(backbone).__name__}."
         if missing:
             msg += f" Missing {len(missing)} of {len(own)} keys, e.g. {', '.join(missing[:8])}."
         if bad_shape:

@@ -21,7 +21,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "lan_resnet18"  # "lan_resnet18" (the paper's LAN) or "resnet18" (the plain baseline)
+    # "lan_resnet18" (the paper's LAN), "resnet18" (the plain baseline), or the same pair on HSE's VGGFace2
+    # MobileNet: "lan_mobilenet_vggface2" / "mobilenet_vggface2" (lanfer.info.MODEL_NAMES)
+    name: str = "lan_resnet18"
     # None: the training data's class count (as torchvision's references and timm do); resolve_num_classes
     # fills it in before a model is built, and the run's config.yaml records the number. An explicit value
     # must match the dataset.
@@ -29,7 +31,8 @@ class ModelConfig:
     fusion: str = "add"  # "add" (paper default), "concat" or "average" (paper Table 6)
     # The paper gives no widths for the LAN head's four 3x3 convolutions; these are our choice.
     head_widths: list[int] = field(default_factory=lambda: [256, 128, 64])
-    # Optional pretrained backbone file (torchvision keys, `module.` prefixes or the ijba MS-Celeb-1M format).
+    # Optional pretrained backbone: a shipped backbone's tag ("vggface2" for the mobilenet models) or a file
+    # (torchvision keys, `module.` prefixes or the ijba MS-Celeb-1M format).
     pretrained: str | None = None
     dropout: float = 0.0
 
@@ -388,12 +391,15 @@ def augment_mode(value: bool | str) -> str:
 
 def validate(cfg: Config) -> None:
     """Reject values that would fail later, deep inside training, with a message now."""
+    from .info import MODEL_NAMES, NORMALIZATIONS
+
     choices = {
+        "model.name": (cfg.model.name, MODEL_NAMES),
         "model.fusion": (cfg.model.fusion, ("add", "concat", "average")),
         "guidance.source": (cfg.guidance.source, ("batch", "frozen", "none")),
         "train.schedule": (cfg.train.schedule, ("cosine", "step", "constant")),
         "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
-        "data.normalize": (cfg.data.normalize, ("imagenet", "none")),
+        "data.normalize": (cfg.data.normalize, NORMALIZATIONS),
         "data.color": (cfg.data.color, ("rgb", "grayscale")),
     }
     for key, (value, allowed) in choices.items():

@@ -23,7 +23,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 #: the architectures lanfer builds (``lanfer.model.create_model``), and so the ones a model file may name
-MODEL_NAMES = ("lan_resnet18", "resnet18")
+MODEL_NAMES = ("lan_resnet18", "resnet18", "lan_mobilenet_vggface2", "mobilenet_vggface2")
+#: those of them with the LAN head (the others are the plain baselines on the same backbones)
+LAN_NAMES = ("lan_resnet18", "lan_mobilenet_vggface2")
+
+#: pixel normalisations a model file may name (their values: ``lanfer.data.presets.normalization``)
+NORMALIZATIONS = ("imagenet", "none", "vggface2_bgr")
 
 FORMAT = "lanfer"
 FORMAT_VERSION = "1"

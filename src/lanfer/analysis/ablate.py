@@ -36,13 +36,14 @@ def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[
     when it was made from the same list), and the rows gain ``subsets: {name: accuracy mean +/- std}``: whether
     alpha or the fusion changes accuracy on turned faces, the paper's claim, not only on all of them.
     """
+    from ..info import LAN_NAMES
     from ..model import FUSIONS
     from ..train import train
 
     base = load_config(config, overrides)
-    if base.model.name != "lan_resnet18":
+    if base.model.name not in LAN_NAMES:
         raise ConfigError(f"{config}: model.name is {base.model.name!r}; alpha and fusion ablate LAN "
-                          "(model.name: lan_resnet18)")
+                          f"(model.name: one of {', '.join(LAN_NAMES)})")
     bad = [f for f in fusions if f not in FUSIONS]
     if bad or not fusions:
         raise ConfigError(f"--fusion {','.join(fusions)}: use one or more of {', '.join(FUSIONS)}")

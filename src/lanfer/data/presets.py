@@ -5,19 +5,28 @@ import torch
 from torchvision.transforms import v2 as T
 
 from ..config import augment_mode
+from ..info import NORMALIZATIONS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# HSE's VGGFace2 MobileNet (Keras/caffe convention): 0..255 pixels minus the per-channel means of BGR order
+# (103.939, 116.779, 123.68), no scaling. The converter reorders the first convolution's input channels to
+# RGB, so here the means are listed in RGB order and expressed on lanfer's [0, 1] pixels: (x - m/255) * 255.
+VGGFACE2_BGR_MEAN = (123.68 / 255, 116.779 / 255, 103.939 / 255)
+VGGFACE2_BGR_STD = (1 / 255, 1 / 255, 1 / 255)
 
 
 def normalization(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) for a normalisation name. ``"none"`` keeps pixels in [0, 1]: the ijba MS-Celeb-1M
-    ResNet-18 was trained that way, torchvision's ImageNet weights expect ``"imagenet"``."""
+    ResNet-18 was trained that way, torchvision's ImageNet weights expect ``"imagenet"``, HSE's VGGFace2
+    MobileNet ``"vggface2_bgr"`` (0..255 minus channel means)."""
     if kind == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
     if kind == "none":
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    raise ValueError(f"unknown normalisation {kind!r}; use 'imagenet' or 'none'")
+    if kind == "vggface2_bgr":
+        return VGGFACE2_BGR_MEAN, VGGFACE2_BGR_STD
+    raise ValueError(f"unknown normalisation {kind!r}; use one of {', '.join(NORMALIZATIONS)}")
 
 
 class EvalPreset:

@@ -19,6 +19,7 @@ from ..evaluate import evaluate, format_metrics, write_metrics
 from ..guidance import Guidance
 from ..info import FaceCrop, ModelInfo
 from ..io import atomic_write
+from ..info import LAN_NAMES
 from ..model import create_model, model_kwargs_from_config
 from ..precision import grad_scaler, resolve_precision
 from .loaders import build_datasets, make_loader
@@ -58,6 +59,19 @@ def _check_guidance_lattice(guidance: Guidance, backbone: torch.nn.Module, datas
     backbone.train(was_training)
 
 
+def _check_backbone_normalization(cfg: Config) -> None:
+    """A shipped backbone was trained on one pixel normalisation; fine-tuning it on another silently costs
+    accuracy (its first layer sees a shifted, rescaled image), so refuse the mismatch up front."""
+    from ..pretrained import find_backbone, is_backbone_tag
+
+    if cfg.model.pretrained and is_backbone_tag(cfg.model.pretrained):
+        weights = find_backbone(str(cfg.model.pretrained))
+        if cfg.data.normalize != weights.normalize:
+            raise ConfigError(f"model.pretrained={cfg.model.pretrained!r} ({weights.name}) expects "
+                              f"data.normalize={weights.normalize!r}, the config says {cfg.data.normalize!r}; "
+                              f"set --set data.normalize={weights.normalize}")
+
+
 def train(cfg: Config, out: str | Path | None = None, resume: bool = False, progress: bool | None = None) -> dict:
     """Train a model as ``cfg`` describes; returns the final metrics (also written to ``out/metrics.json``).
 
@@ -71,6 +85,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
     progress = progress and dist.is_main()
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
+    _check_backbone_normalization(cfg)
     if resume and not (out / "last.ckpt").is_file():
         raise CheckpointError(f"--resume: no {out / 'last.ckpt'} to resume from; start without --resume")
     if not resume and (out / "last.ckpt").is_file():
@@ -92,7 +107,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
 
     # Guidance: fitted on the pretrained backbone *before* any fine-tuning (see module docstring).
     guidance = frozen = None
-    lan = cfg.model.name == "lan_resnet18" and cfg.loss.alpha > 0 and cfg.guidance.source != "none"
+    lan = cfg.model.name in LAN_NAMES and cfg.loss.alpha > 0 and cfg.guidance.source != "none"
     gpath = out / "guidance.safetensors"
     if lan:
         if cfg.guidance.path:
