@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# FERPlus on the VGGFace2 identity MobileNet (issue 24, README "Face-pretrained LAN"): every command behind its numbers.
+#   FERPLUS=/path/to/FERPlus OUT=runs/vggface2 SEEDS="0 1 2" bash scripts/ferplus_vggface2.sh [cluster|train|eval|ship|table|all]
+# Finished steps are skipped (their metrics.json exists), so an interrupted run can be restarted as it is; a run
+# cut short mid-epoch continues with RESUME=1 (lanfer train --resume).
+# LAN's guidance is fitted once on the *identity network's* features (5x5 lattice at 160 px), as in the paper,
+# and shared by every LAN seed; each baseline run starts from the same identity weights with GAP + FC.
+set -euo pipefail
+R=${FERPLUS:-data/FERPlus}
+OUT=${OUT:-runs/vggface2}
+SEEDS=${SEEDS:-0 1 2}
+MODELS=${MODELS:-lan baseline}
+STEP=${1:-all}
+L=${LANFER:-lanfer}
+SHIP=${SHIP:-lan_mobilenet_vggface2_ferplus.safetensors}
+
+cluster() {  # K=2 per position over the 25,045 training faces' F_o from the untouched identity backbone
+  [ -f $OUT/guidance/guidance.safetensors ] || $L cluster ferplus_vggface2_lan --set data.root=$R --out $OUT/guidance
+}
+train() {
+  for s in $SEEDS; do
+    for m in $MODELS; do
+      local run=$OUT/${m}_s$s extra=""
+      [ -f $run/metrics.json ] && continue
+      [ $m = lan ] && extra="--set guidance.path=$OUT/guidance/guidance.safetensors"
+      [ -f $run/last.ckpt ] && extra="$extra --resume"
+      $L train ferplus_vggface2_$m --set data.root=$R --set seed=$s $extra --out $run
+    done
+  done
+}
+evals() {  # Pose-FERPlus-30 / -45 (RAN's lists, evaluated whole) for every finished run
+  for run in $OUT/lan_s* $OUT/baseline_s*; do
+    [ -f $run/metrics.json ] || continue
+    for p in 30 45; do
+      [ -f $run/pose$p/metrics.json ] || $L eval $run/best.safetensors --data ferplus_vggface2_lan \
+          --set data.root=$R --split test --subset $R/pose_${p}_ferplus_list.txt --out $run/pose$p --no-progress > /dev/null
+    done
+  done
+}
+ship() {  # the run chosen on validation, float16, its operating point (class prior, tau, temperature) fitted on val
+  local best=${BEST:-$OUT/lan_s0}
+  $L ship $best --eval pose30=$best/pose30/metrics.json --eval pose45=$best/pose45/metrics.json \
+      --calibrate --root $R --out $OUT/$SHIP
+  for p in "" 30 45; do  # the shipped operating point, on test and the pose lists
+    local sub="" dst=$OUT/shipped_test
+    [ -n "$p" ] && sub="--subset $R/pose_${p}_ferplus_list.txt" && dst=$OUT/shipped_pose$p
+    $L eval $OUT/$SHIP --root $R --split test $sub --out $dst --no-progress > /dev/null
+    $L eval $OUT/$SHIP --root $R --split test $sub --prior-tau 0 --out ${dst}_tau0 --no-progress > /dev/null
+  done
+}
+table() { python scripts/ferplus_table.py $OUT; }
+case $STEP in
+  cluster) cluster ;; train) train ;; eval) evals ;; ship) ship ;; table) table ;;
+  all) cluster; train; evals; ship; table ;;
+  *) echo "unknown step $STEP (cluster|train|eval|ship|table|all)" >&2; exit 2 ;;
+esac
