@@ -1,6 +1,7 @@
 """lanfer against the shipped peers: one table on the same FERPlus test faces (issue 22, part 1).
 
-Runs lanfer's shipped model (or any lanfer model file, ``--model``, repeatable) and three peers' own code and
+Runs lanfer's shipped model (or any lanfer model file, ``--model``, repeatable; each at the operating point its
+record carries, prior correction and temperature, as ``lanfer predict`` applies them) and three peers' own code and
 weights, each in its own runtime, on FERPlus test (lanfer's ``ferplus`` reader, ``label_mode=majority``,
 ``votes=label_csv``: 3,137 faces), each fed the 48x48 crop the way its own code preprocesses a face crop:
 
@@ -170,7 +171,7 @@ def run_lanfer(model: str, root: Path, n: int, batch: int) -> tuple[np.ndarray, 
     with torch.inference_mode():  # warm-up, outside the timing
         net(next(iter(loader))[0])
     t0 = time.perf_counter()
-    targets, preds, _, _ = predict_loader(net, loader)
+    targets, preds, _, _ = predict_loader(net, loader, info=info)  # at the record's operating point, as a user gets it
     ms = (time.perf_counter() - t0) * 1000 / n
     name = str(model) if is_shipped_name(model) else Path(path).stem
     return targets, preds, {
@@ -178,7 +179,8 @@ def run_lanfer(model: str, root: Path, n: int, batch: int) -> tuple[np.ndarray, 
         "license": info.license or "see the model file", "params": sum(p.numel() for p in net.parameters()),
         "file_bytes": Path(path).stat().st_size, "ms_per_face": ms, "batch": batch,
         "input": f"{info.input_size} px {info.color}, normalize {info.normalize}",
-        "runtime": f"torch {torch.__version__} ({torch.get_num_threads()} thread)", "file": str(path)}
+        "runtime": f"torch {torch.__version__} ({torch.get_num_threads()} thread)", "file": str(path),
+        "prior_tau": getattr(info, "prior_tau", None), "temperature": getattr(info, "temperature", None)}
 
 
 # ---------------------------------------------------------------------------------------------------------
