@@ -342,3 +342,19 @@ def test_ship_calibrates_its_own_file(tmp_path):
     assert out.with_suffix(".calibration.json").is_file()
     with pytest.raises(CheckpointError):
         read_model_info(tmp_path / "missing.safetensors")
+
+
+def test_report_draws_the_reliability_diagram_of_a_runs_metrics(tmp_path):
+    from lanfer.analysis.report import write_report
+    from lanfer.evaluate import calibration_summary, summarize
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    targets = np.array([0, 1, 2, 2])
+    metrics = {**summarize(targets, probs.argmax(1), CLASSES), **calibration_summary(targets, probs)}
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(probs, targets))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    html = write_report([run], tmp_path / "report.html").read_text()
+    assert "<h2>Calibration</h2>" in html and "alt='reliability'" in html
+    assert f"<td>{100 * metrics['ece']:.2f}</td>" in html  # the ECE column of the metrics table
