@@ -69,7 +69,8 @@ def _folder(root, counts: dict[str, dict[str, int]]):
         for c, n in per.items():
             (root / split / c).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+                pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
     return root
 
 
@@ -318,7 +319,8 @@ def test_calibrate_writes_a_new_file_with_the_prior_tau_and_temperature(tmp_path
     assert info.temperature == pytest.approx(minimize_scalar(loss, bounds=(0.05, 50), method="bounded").x, rel=1e-3)
     assert all(v.dtype == torch.float16 for v in read_weights(out).values() if v.is_floating_point())
     rec = json.loads(out.with_suffix(".calibration.json").read_text())
-    assert rec["class_counts"] == [6, 3, 1] and rec["dataset"]["split"] == "val" and rec["temperature"] == info.temperature
+    assert rec["class_counts"] == [6, 3, 1] and rec["dataset"]["split"] == "val"
+    assert rec["temperature"] == info.temperature
     assert rec["fitted_on"]["calibrated"]["nll"] <= rec["fitted_on"]["adjusted_T1"]["nll"] + 1e-9
     assert {r["tau"] for r in rec["tau_table"]} >= {0.0, 1.0}
     assert read_model_info(plain).temperature == 1.0  # the input is untouched

@@ -89,7 +89,8 @@ def calibrate(checkpoint: str | Path, out: str | Path, data: str | None = None, 
 
     def measured(i) -> dict[str, float]:
         p = probabilities(logits, i)
-        return {"ece": expected_calibration_error(p, targets), "nll": nll(adjust_logits(logits, i), targets, i.temperature),
+        return {"ece": expected_calibration_error(p, targets),
+                "nll": nll(adjust_logits(logits, i), targets, i.temperature),
                 "accuracy": float((p.argmax(1) == targets).mean())}
 
     rec: dict[str, Any] = {

@@ -98,7 +98,8 @@ def reliability(probs, labels, bins: int = ECE_BINS) -> list[dict[str, Any]]:
         m = which == b
         n = int(m.sum())
         out.append({"lo": b / bins, "hi": (b + 1) / bins, "n": n,
-                    "confidence": float(conf[m].mean()) if n else None, "accuracy": float(hit[m].mean()) if n else None})
+                    "confidence": float(conf[m].mean()) if n else None,
+                    "accuracy": float(hit[m].mean()) if n else None})
     return out
 
 

@@ -148,7 +148,8 @@ def calibration_summary(targets, probs, info=None, prior_tau: float | None = Non
     of the top-1 confidence (``bins`` equal-width bins) and the bins a reliability diagram draws."""
     return {"ece": expected_calibration_error(probs, targets, bins),
             "calibration": {"bins": bins, "temperature": 1.0 if info is None else info.temperature,
-                            "prior_tau": resolve_tau(info, prior_tau), "reliability": reliability(probs, targets, bins)}}
+                            "prior_tau": resolve_tau(info, prior_tau),
+                            "reliability": reliability(probs, targets, bins)}}
 
 
 def evaluate(model, loader, classes, device="cpu", group_by=None, channels_last=False, progress=False,

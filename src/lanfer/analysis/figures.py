@@ -1,7 +1,7 @@
 """Figures a person would rather look at than read: confusion matrices, training curves, accuracy by
-metadata, reliability diagrams, face grids with attention overlays, the guidance summary, the alpha curve. Each function returns a
-matplotlib figure; :func:`fig_to_png` renders it (and closes it). Heat maps on faces go through
-:func:`lanfer.predict.overlays.heat_overlay`, the one overlay of the package.
+metadata, reliability diagrams, face grids with attention overlays, the guidance summary, the alpha curve.
+Each function returns a matplotlib figure; :func:`fig_to_png` renders it (and closes it). Heat maps on faces
+go through :func:`lanfer.predict.overlays.heat_overlay`, the one overlay of the package.
 """
 from __future__ import annotations
 
