@@ -128,7 +128,7 @@ BENCHES = [
     # the first 300 FERPlus test faces: lanfer against face-api, human and fer (peers fetched by
     # scripts/setup_peers.sh); says "skipped" and exits 0 without FERPlus, skips a peer missing from the cache
     Bench("bench_peers.py", ["--limit", "300"], last_line),
-    # 10 synthetic people x 4 pictures at 112 px, one shuffled and one random net, no bootstrap (~1 min); the
+    # 10 synthetic people x 4 pictures at 112 px, one shuffled and one random net, no bootstrap (~20 s); the
     # record in results/port/identity_auc.json is the full size (40 x 5 at 160 px, 3 seeds)
     Bench("bench_identity.py", ["--identities", "10", "--images", "4", "--size", "112", "--control-seeds", "1",
                                 "--bootstrap", "0"], last_line),
