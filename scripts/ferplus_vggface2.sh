@@ -42,11 +42,16 @@ ship() {  # the run chosen on validation, float16, its operating point (class pr
   $L ship $best --eval pose30=$best/pose30/metrics.json --eval pose45=$best/pose45/metrics.json \
       --calibrate --root $R --out $OUT/$SHIP
   for p in "" 30 45; do  # the shipped operating point, on test and the pose lists
-    local sub="" dst=$OUT/shipped_test
-    [ -n "$p" ] && sub="--subset $R/pose_${p}_ferplus_list.txt" && dst=$OUT/shipped_pose$p
+    local sub="" dst=$OUT/shipped/test
+    [ -n "$p" ] && sub="--subset $R/pose_${p}_ferplus_list.txt" && dst=$OUT/shipped/pose$p
     $L eval $OUT/$SHIP --root $R --split test $sub --out $dst --no-progress > /dev/null
     $L eval $OUT/$SHIP --root $R --split test $sub --prior-tau 0 --out ${dst}_tau0 --no-progress > /dev/null
   done
+  # the record then says what a user gets (the shipped operating point) and what --prior-tau 0 gives
+  python -c "import sys; from lanfer.ship import record_evaluations as r; r(sys.argv[1], dict(a.split('=', 1) for a in sys.argv[2:]))" \
+      $OUT/$SHIP test=$OUT/shipped/test/metrics.json pose30=$OUT/shipped/pose30/metrics.json \
+      pose45=$OUT/shipped/pose45/metrics.json test_tau0=$OUT/shipped/test_tau0/metrics.json \
+      pose30_tau0=$OUT/shipped/pose30_tau0/metrics.json pose45_tau0=$OUT/shipped/pose45_tau0/metrics.json
 }
 table() { python scripts/ferplus_table.py $OUT; }
 case $STEP in

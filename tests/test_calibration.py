@@ -346,6 +346,24 @@ def test_ship_calibrates_its_own_file(tmp_path):
         read_model_info(tmp_path / "missing.safetensors")
 
 
+def test_record_evaluations_puts_the_operating_points_numbers_in_the_record(tmp_path):
+    from lanfer.ship import record_evaluations
+
+    info = _info(class_prior=None, prior_tau=0, temperature=1.5)
+    path = save_model(tmp_path / "m.safetensors", constant_model().half(), info)
+    before = read_weights(path)
+    (tmp_path / "e.json").write_text(json.dumps({"accuracy": 0.8, "mean_class_accuracy": 0.7,
+                                                  "confusion_matrix": [[3, 1], [1, 5]]}))
+    record_evaluations(path, {"test": tmp_path / "e.json", "test_tau0": tmp_path / "e.json"})
+    got = read_model_info(path)
+    assert got.metrics["test"] == {"accuracy": 0.8, "mean_class_accuracy": 0.7, "n": 10}
+    assert "test_tau0" in got.metrics and got.temperature == 1.5  # the rest of the record is kept
+    after = read_weights(path)
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
+    with pytest.raises(CheckpointError, match="no such metrics file"):
+        record_evaluations(path, {"x": tmp_path / "missing.json"})
+
+
 def test_report_draws_the_reliability_diagram_of_a_runs_metrics(tmp_path):
     from lanfer.analysis.report import write_report
     from lanfer.evaluate import calibration_summary, summarize

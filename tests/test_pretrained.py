@@ -28,19 +28,20 @@ def test_default_model_file_is_in_the_package_and_listed():
     assert s.path.stat().st_size < 30 * 2**20  # float16
 
 
-def test_shipped_model_classifies_a_tensor_and_its_record_roundtrips():
-    model = lanfer.create_model("lan_resnet18", pretrained="ferplus").eval()
+@pytest.mark.parametrize("shipped", pretrained.SHIPPED, ids=lambda s: s.name)
+def test_shipped_model_classifies_a_tensor_and_its_record_roundtrips(shipped):
+    model = lanfer.create_model(shipped.arch, pretrained=shipped.tag).eval()
     info = model.info
-    assert info.arch == "lan_resnet18" and info.num_classes == 8 and info.classes[1] == "happiness"
+    assert info.arch == shipped.arch and info.num_classes == 8 and info.classes[1] == "happiness"
     assert info.color == "grayscale" and info.crop.like == "ferplus" and "MIT" in (info.license or "")
     assert {"val", "test", "pose30", "pose45"} <= set(info.metrics)
-    assert ModelInfo.from_metadata(info.to_metadata()) == info == read_model_info(pretrained.find().path)
+    assert ModelInfo.from_metadata(info.to_metadata()) == info == read_model_info(shipped.path)
     assert next(model.parameters()).dtype == torch.float32  # float16 on disk, float32 in memory
     x = torch.rand(2, 3, info.input_size, info.input_size)
     with torch.no_grad():
         out = model(x, return_maps=True)
     assert out.logits.shape == (2, 8) and torch.isfinite(out.logits).all()
-    side = -(-info.input_size // 32)  # ResNet-18 downsamples by 32, rounding up: 112 px -> 4x4
+    side = -(-info.input_size // 32)  # both backbones downsample by 32, rounding up: 112 px -> 4x4, 160 px -> 5x5
     assert out.attention.shape == (2, 1, side, side)
 
 
@@ -55,7 +56,8 @@ def test_shipped_name_errors_are_clear():
 
 def test_lanfer_models_lists_the_default_with_numbers():
     out = subprocess.run([sys.executable, "-m", "lanfer", "models"], capture_output=True, text=True, check=True).stdout
-    assert "lan_resnet18_ferplus" in out and "(default)" in out and "test " in out and "%" in out
+    assert f"{pretrained.DEFAULT_MODEL} " in out and "(default)" in out and "test " in out and "%" in out
+    assert "lan_resnet18_ferplus" in out and "hse_mobilenet_vggface2" in out  # the older model and the backbone
 
 
 def test_predict_without_a_checkpoint_writes_a_table(tmp_path):

@@ -37,6 +37,10 @@ class Shipped:
 
 #: Every shipped model; the first is the default of ``lanfer predict`` and ``Predictor.from_pretrained()``.
 SHIPPED: tuple[Shipped, ...] = (
+    Shipped(name="lan_mobilenet_vggface2_ferplus", arch="lan_mobilenet_vggface2", tag="ferplus",
+            filename="lan_mobilenet_vggface2_ferplus.safetensors",
+            summary="LAN on HSE's VGGFace2 face-identification MobileNet, trained on FERPlus, 8 classes, 160 px "
+                    "grayscale, class-prior operating point and temperature fitted on validation"),
     Shipped(name="lan_resnet18_ferplus", arch="lan_resnet18", tag="ferplus",
             filename="lan_resnet18_ferplus.safetensors",
             summary="LAN (ResNet-18 + local attention) trained on FERPlus, 8 classes, 112 px grayscale"),

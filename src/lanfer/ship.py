@@ -76,3 +76,29 @@ def ship(run: str | Path, out: str | Path, evals: dict[str, str | Path] | None =
 
         run_calibration(out, out, overwrite=True, **calibrate)
     return out
+
+
+def record_evaluations(path: str | Path, evals: dict[str, str | Path], replace: bool = False) -> Path:
+    """Write evaluation summaries into a model file's record, in place, weights untouched.
+
+    For a calibrated shipped file: ``ship`` records the numbers measured *before* calibration (the plain
+    classifier); once the file has its operating point, ``lanfer eval`` of the file itself gives the numbers a
+    user gets, and this puts them in the record (``lanfer models``, the card). ``replace`` drops the old
+    summaries first; otherwise same-named entries are overwritten and the rest kept.
+    """
+    from safetensors.torch import save_file
+
+    from .checkpoint import read_model_info, read_weights
+    from .io import atomic_write
+
+    path = Path(path)
+    info = read_model_info(path)
+    metrics: dict[str, Any] = {} if replace else dict(info.metrics)
+    for name, m in evals.items():
+        if not Path(m).is_file():
+            raise CheckpointError(f"evaluation {name}={m}: no such metrics file (write it with lanfer eval --out)")
+        metrics[name] = _summary(Path(m))
+    info = dataclasses.replace(info, metrics=metrics)
+    state = read_weights(path)  # stored dtypes kept (float16 stays float16)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=info.to_metadata()))
+    return path
