@@ -1,7 +1,8 @@
-"""Where the shipped LAN attends on FERPlus test faces, frontal vs turned: mean F_m per position, the share of
+"""Where a shipped LAN attends on FERPlus test faces, frontal vs turned: mean F_m per position, the share of
 faces whose F_m is almost 0, and the share of the attentive branch in the CAM of f (lanfer.analysis.cam).
 
-    python scripts/ferplus_attention_by_pose.py --root $FERPLUS > results/ferplus_cpu/cam/attention_by_pose.txt
+    python scripts/ferplus_attention_by_pose.py --root $FERPLUS --model lan_resnet18_ferplus > results/ferplus_cpu/cam/attention_by_pose.txt
+    python scripts/ferplus_attention_by_pose.py --root $FERPLUS > results/ferplus_vggface2/cam/attention_by_pose.txt
 
 "Frontal" is the test faces outside RAN's Pose-30 list, "Pose-45" the faces of the 45-degree list.
 """
@@ -15,16 +16,18 @@ import torch
 
 from lanfer.analysis.cam import class_activation_maps
 from lanfer.data import EvalPreset, build_dataset
-from lanfer.model import create_model
+from lanfer.model import load_model
+from lanfer.pretrained import resolve
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", required=True, help="the FERPlus folder (FER2013Test/, pose_*_ferplus_list.txt)")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--model", default=None, help="a shipped LAN model's name or a model file (default: the default)")
     a = ap.parse_args()
-    model = create_model("lan_resnet18", pretrained="ferplus").eval()
-    preset = EvalPreset.from_info(model.info)
+    model, info = load_model(resolve(a.model))
+    preset = EvalPreset.from_info(info)
     test = build_dataset("ferplus", a.root, "test", transform=preset)
     pose30 = {s.path for s in build_dataset("ferplus", a.root, "test", subset=Path(a.root) / "pose_30_ferplus_list.txt").samples}
     pose45 = {s.path for s in build_dataset("ferplus", a.root, "test", subset=Path(a.root) / "pose_45_ferplus_list.txt").samples}
