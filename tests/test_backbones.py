@@ -167,3 +167,16 @@ def test_mobilenet_trains_through_the_lan_pipeline(tiny_folder, tmp_path):
     assert info.arch == "lan_mobilenet_vggface2" and info.normalize == "vggface2_bgr"
     assert model.backbone.out_channels == 1024
     assert (tmp_path / "run" / "guidance.safetensors").is_file()
+
+
+def test_a_folder_named_like_a_tag_does_not_shadow_it(tmp_path, monkeypatch):
+    # found by running from a folder holding runs/vggface2/ and data/ferplus/: only a *file* of that name wins
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vggface2").mkdir()
+    (tmp_path / "ferplus").mkdir()
+    from lanfer.pretrained import is_backbone_tag, is_shipped_name
+
+    assert is_backbone_tag("vggface2") and is_shipped_name("ferplus")
+    (tmp_path / "vggface2").rmdir()
+    (tmp_path / "vggface2").write_bytes(b"")  # a file of that name is the user's file
+    assert not is_backbone_tag("vggface2")

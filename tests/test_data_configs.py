@@ -30,7 +30,12 @@ def test_config_loads_and_matches_its_dataset(path):
                "affectnet": AFFECTNET_CLASSES[int(cfg.data.options.get("num_classes", 8))]}[cfg.data.name]
     assert cfg.model.num_classes == len(classes)
     stem = path.stem
-    if "resnet18" in stem:
+    if stem.startswith("ferplus_vggface2_"):  # issue 24: the identity MobileNet, LAN and its baseline
+        lan = stem.endswith("_lan")
+        assert cfg.model.name == ("lan_mobilenet_vggface2" if lan else "mobilenet_vggface2")
+        assert cfg.model.pretrained == "vggface2" and cfg.data.normalize == "vggface2_bgr"
+        assert (cfg.loss.alpha, cfg.guidance.source) == ((0.5, "batch") if lan else (0.0, "none"))
+    elif "resnet18" in stem:
         assert cfg.model.name == "resnet18" and cfg.guidance.source == "none"
     else:
         assert cfg.model.name == "lan_resnet18" and cfg.loss.alpha == 0.5
@@ -38,8 +43,8 @@ def test_config_loads_and_matches_its_dataset(path):
     assert cfg.train.batch_size == 64
     if stem in PAPER_ROWS:
         assert cfg.train.lr == 0.1  # paper section IV-B
-    else:  # the CPU recipes (README, "Real faces: FERPlus"): a stage-2 fine-tune starts from stage 1's weights
-        assert stem.startswith("ferplus_cpu_") and cfg.data.options["votes"] == "label_csv"
+    else:  # the CPU recipes (README, "Real faces: FERPlus"): stage-2 fine-tunes of stage 1, or the identity MobileNet
+        assert stem.startswith(("ferplus_cpu_", "ferplus_vggface2_")) and cfg.data.options["votes"] == "label_csv"
         assert cfg.data.color == "grayscale" and cfg.data.crop["like"] == "ferplus"
     if cfg.data.name == "affectnet":
         assert cfg.data.balanced_sampling and cfg.data.options["num_classes"] == 8

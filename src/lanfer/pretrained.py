@@ -80,7 +80,7 @@ BACKBONES: tuple[ShippedBackbone, ...] = (
 
 def is_backbone_tag(value: str | Path | None) -> bool:
     """Whether ``value`` names a shipped backbone (by tag or name) rather than a file (a file wins)."""
-    if value is None or Path(str(value)).exists():
+    if value is None or Path(str(value)).is_file():  # a folder of that name (a data root) does not shadow it
         return False
     return any(str(value) in (b.name, b.tag) for b in BACKBONES)
 
@@ -130,7 +130,7 @@ def find(name: str | None = None, arch: str | None = None) -> Shipped:
 
 def is_shipped_name(value: str | Path | None) -> bool:
     """Whether ``value`` names a shipped model rather than a file (a file of that name wins)."""
-    if value is None or Path(str(value)).exists():
+    if value is None or Path(str(value)).is_file():  # a folder of that name (a data root) does not shadow it
         return False
     return any(str(value) in (s.name, s.tag) for s in SHIPPED)
 
