@@ -84,6 +84,6 @@ def test_shipped_model_calls_unanimous_happiness_happiness(name):
         p = probabilities(model(x), info)  # (N, K) at the model's own operating point
     pred = np.array(info.classes)[p.argmax(1).numpy()]
     hit = float((pred == "happiness").mean())
-    # measured: the default model (lan_mobilenet_vggface2_ferplus) 100%, the older lan_resnet18_ferplus 90.8%
+    # measured on the first 120: the default lan_mobilenet_vggface2_ferplus 99.2% (tau 0.5), lan_resnet18_ferplus 90.8%
     floor = 0.95 if name == DEFAULT_MODEL else 0.85
     assert hit >= floor, f"{name}: {hit:.1%} of {len(happy)} unanimous happiness faces called happiness"
