@@ -40,6 +40,9 @@ def test_page_uploads_a_photo_and_shows_rows_boxes_and_attention(server, face_ap
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from lanfer.pretrained import find
+
+    side = find().info().input_size  # the attention overlay is the crop the default model sees (160 px)
     photo = next(p for p in face_api_paths if p.name == "sample1.jpg")
     n = face_api_counts["sample1.jpg"]
     with headless_chromium(1400, 1300) as driver:
@@ -58,7 +61,7 @@ def test_page_uploads_a_photo_and_shows_rows_boxes_and_attention(server, face_ap
         overlays = driver.find_elements(By.CSS_SELECTOR, "img.overlay")
         assert len(overlays) == n
         WebDriverWait(driver, 10).until(lambda d: all(
-            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", o) == 112 for o in overlays))
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", o) == side for o in overlays))
         assert all(o.is_displayed() for o in overlays)
         assert len(driver.find_elements(By.CSS_SELECTOR, ".face .bar")) == n * 8
         assert "face" in driver.find_element(By.ID, "status").text
