@@ -31,6 +31,33 @@ def min_face_size(text: str) -> int:
     return v
 
 
+#: ``--smooth``'s default: lanfer.predict.predictor.SMOOTH (not imported here, which would load torch for
+#: ``lanfer --help``; tests/test_tracking.py checks that the two agree).
+SMOOTH = 0.5
+
+
+def frame_count(text: str) -> int:
+    """argparse type: a whole number of frames >= 1 (``--detect-every``)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames such as 3, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more frames, got {v}")
+    return v
+
+
+def smooth_factor(text: str) -> float:
+    """argparse type: the weight of the past in a moving average, in [0, 1) (``--smooth``)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) such as 0.5, got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (0: no smoothing), got {v:g}")
+    return v
+
+
 def named_files(items: list[str], flag: str = "--subset",
                 example: str = "pose45=pose_45_ferplus_list.txt") -> dict[str, str]:
     """``["pose45=LIST", ...]`` (a repeatable NAME=FILE flag) -> ``{"pose45": "LIST"}``; a ConfigError names the

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ._args import add_prior_tau_flag, add_set_flag, min_face_size, named_files, prior_tau_or_auto
+from ._args import SMOOTH, add_prior_tau_flag, add_set_flag, frame_count, min_face_size, named_files, prior_tau_or_auto, \
+    smooth_factor
 
 
 def add_predict(sub) -> None:
@@ -24,6 +25,14 @@ def add_predict(sub) -> None:
     p.add_argument("--overlay", action="store_true", help="write annotated images and videos to OUT/overlays/")
     p.add_argument("--no-detect", action="store_true", help="inputs are aligned face crops: one face per image")
     p.add_argument("--every-nth-frame", type=int, default=1, metavar="N", help="keep every N-th video frame")
+    p.add_argument("--detect-every", type=frame_count, default=1, metavar="K",
+                   help="videos: run the face detector on every K-th kept frame only, and cut the frames between "
+                        "where each tracked face was last found (faster; moving faces are cut up to K-1 frames "
+                        "late; default 1: every frame)")
+    p.add_argument("--smooth", type=smooth_factor, default=SMOOTH, metavar="F",
+                   help=f"videos: each tracked face's probabilities are a moving average, F x the previous ones + "
+                        f"(1 - F) x this frame's, and its label their arg max (0: off; default {SMOOTH:g}); "
+                        "photos are never smoothed")
     p.add_argument("--min-face-size", type=min_face_size, metavar="PX",
                    help="smallest face side searched for, in pixels (default 20); a larger value skips MTCNN's "
                         "most expensive pyramid levels: 40 made video 1.7x faster (README, Performance)")
@@ -43,7 +52,8 @@ def add_predict(sub) -> None:
         table, summary = run_predict(model, inputs, out=a.out, format=a.format, overlay=a.overlay,
                                      detect=not a.no_detect, every_nth_frame=a.every_nth_frame, batch_size=a.batch_size,
                                      device=a.device, onnx=a.onnx, progress=not a.no_progress,
-                                     min_face_size=a.min_face_size, prior_tau=a.prior_tau)
+                                     min_face_size=a.min_face_size, prior_tau=a.prior_tau,
+                                     detect_every=a.detect_every, smooth=a.smooth)
         print(summary)
         return 1 if table["status"].str.startswith("error").any() else 0  # some input could not be read
 

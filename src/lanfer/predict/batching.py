@@ -1,5 +1,9 @@
 """One ``Predictor.predict`` call as a stream: frames -> detection in windows -> crops batched across
-images and frames -> the model -> table rows and overlays, in input order, with bounded memory."""
+images and frames -> the model -> table rows and overlays, in input order, with bounded memory.
+
+Video frames also go through their video's :class:`_Tracking`: faces get a ``track_id`` when detected (in
+frame order), frames between detections (``detect_every > 1``) carry their tracks' faces over, and each
+track's probabilities are smoothed when its frames come out of the queue (again in frame order)."""
 from __future__ import annotations
 
 import time
@@ -9,10 +13,46 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ..faces import FaceDetector
+from ..faces import Face, FaceDetector
 from .overlays import _Overlays
 from .record import STATUS_NO_FACE, STATUS_OK, FaceResult, table_row
 from .sources import _EndOfSource, _Failed, _Frame, _Source, _Video
+from .tracking import IoUTracker, ProbabilitySmoother
+
+
+class TrackingOptions:
+    """How video faces are followed (see :mod:`lanfer.predict.tracking`).
+
+    Args:
+        detect_every: run the detector on every k-th kept frame of a video only; the frames in between cut
+            each face where its track was last detected (1: detect every frame).
+        smooth: per-track exponential moving average weight of the past probabilities, in [0, 1) (0: off).
+        iou_threshold: the least box overlap for a face to keep its track.
+        max_missed: detected frames a track may go unmatched before it ends.
+    """
+
+    def __init__(self, detect_every: int = 1, smooth: float = 0.0, iou_threshold: float = 0.3, max_missed: int = 5):
+        if int(detect_every) != detect_every or detect_every < 1:
+            raise ValueError(f"detect_every must be a whole number of frames >= 1, got {detect_every}")
+        self.detect_every, self.smooth = int(detect_every), float(smooth)
+        self.iou_threshold, self.max_missed = float(iou_threshold), int(max_missed)
+        self.new()  # checks smooth, iou_threshold and max_missed now, not at the first video
+
+    def new(self) -> "_Tracking":
+        return _Tracking(self)
+
+
+class _Tracking:
+    """One video's tracker (updated on detected frames) and smoother (updated as frames are emitted)."""
+
+    def __init__(self, options: TrackingOptions):
+        self.detect_every = options.detect_every
+        self.tracker = IoUTracker(options.iou_threshold, options.max_missed)
+        # a track ends after max_missed + 1 detected frames without a match, i.e. at most this many kept frames
+        self.smoother = ProbabilitySmoother(options.smooth, (options.max_missed + 1) * options.detect_every)
+
+    def is_key(self, frame: _Frame) -> bool:
+        return frame.step % self.detect_every == 0
 
 
 class _Model(Protocol):
@@ -38,8 +78,9 @@ class _Run:
     """
 
     def __init__(self, predictor: _Model, batch_size: int, detect: bool, window: int, return_attention: bool,
-                 overlays: _Overlays | None):
+                 overlays: _Overlays | None, tracking: TrackingOptions | None = None):
         self.p, self.batch_size, self.detect, self.window = predictor, batch_size, detect, window
+        self.tracking = tracking or TrackingOptions()
         self.return_attention, self.overlays = return_attention, overlays
         self.keep_attention = return_attention or overlays is not None
         self.limit = max(window, batch_size)
@@ -50,6 +91,7 @@ class _Run:
         self.n_frames = 0
         self.max_held = 0
         self.timing = {"read_s": 0.0, "detect_s": 0.0, "align_pose_s": 0.0, "classify_s": 0.0, "overlay_s": 0.0}
+        self.detected_frames = 0  # frames the detector ran on (fewer than the frames with detect_every > 1)
 
     def feed(self, source: _Source, bar) -> None:
         """Read every frame of ``source``, detecting and classifying as windows and batches fill."""
@@ -63,10 +105,14 @@ class _Run:
                 source = _Failed(source.name, error)
         sink = self.overlays.sink_for(source) if self.overlays is not None else None
         bar.set_description_str(Path(source.name).name[:30], refresh=False)
+        # a video's faces are tracked (when they are detected); photos and aligned crops are not
+        tracking = self.tracking.new() if isinstance(source, _Video) and self.detect else None
         frames, t = source.frames(), time.perf_counter()
-        for frame in frames:
+        for step, frame in enumerate(frames):
             self.timing["read_s"] += time.perf_counter() - t
             frame.sink = sink
+            if tracking is not None and frame.status == STATUS_OK:
+                frame.tracking, frame.step = tracking, step
             self.win.append(frame)
             self.n_frames += 1
             bar.update(1)
@@ -96,13 +142,26 @@ class _Run:
     def _step(self) -> None:
         frames = [f for f in self.win if isinstance(f, _Frame) and f.status == STATUS_OK]
         if self.detect and frames:
+            # one detector call for the window's frames that need one (all of them unless detect_every > 1)
+            keys = [f for f in frames if f.tracking is None or f.tracking.is_key(f)]
             t = time.perf_counter()
-            detected = self.p.detector.detect([f.image for f in frames])
+            detected = self.p.detector.detect([f.image for f in keys]) if keys else []
             t1 = time.perf_counter()
-            for f, faces in zip(frames, detected):
-                f.faces = [FaceResult.from_detection(f.image, face, self.p.image_size, self.p.crop) for face in faces]
+            found = dict(zip(map(id, keys), detected))
+            for f in frames:  # in frame order: a carried frame takes its tracks as of the last detected one
+                if id(f) in found:
+                    f.faces = [FaceResult.from_detection(f.image, face, self.p.image_size, self.p.crop)
+                               for face in found[id(f)]]
+                    if f.tracking is not None:
+                        ids = f.tracking.tracker.update([r.box for r in f.faces], [r.landmarks for r in f.faces],
+                                                        [r.score for r in f.faces])
+                        for r, tid in zip(f.faces, ids):
+                            r.track_id = tid
+                else:
+                    f.faces = [self._carried(f, track) for track in f.tracking.tracker.held()]
                 if not f.faces:
                     f.status = STATUS_NO_FACE
+            self.detected_frames += len(keys)
             self.timing["detect_s"] += t1 - t
             self.timing["align_pose_s"] += time.perf_counter() - t1
         elif frames:
@@ -116,6 +175,14 @@ class _Run:
         self.win = []
         self._classify(force=sum(isinstance(f, _Frame) for f in self.queue) >= self.limit)
         self._emit()
+
+    def _carried(self, f: _Frame, track) -> FaceResult:
+        """A face of a frame the detector skipped: cut where its track was last detected. Its score is NaN
+        (nothing was detected on this frame), which tells these rows from detected ones."""
+        face = FaceResult.from_detection(f.image, Face(track.box, 0.0, track.landmarks), self.p.image_size,
+                                         self.p.crop)
+        face.score, face.track_id = float("nan"), track.track_id
+        return face
 
     def _classify(self, force: bool) -> None:
         while len(self.pending) >= self.batch_size or (force and self.pending):
@@ -135,12 +202,25 @@ class _Run:
             if isinstance(item, _EndOfSource):
                 item.sink.close()
                 continue
+            if item.tracking is not None:
+                self._smooth(item)
             self.rows += self._rows(item)
             if item.sink is not None and item.image is not None:
                 t = time.perf_counter()
                 item.sink.write(item)
                 self.timing["overlay_s"] += time.perf_counter() - t
             item.image = None
+
+    def _smooth(self, f: _Frame) -> None:
+        """Each tracked face's probabilities become its track's moving average, and its label their arg max
+        (frames reach here in order, once classified)."""
+        smoother = f.tracking.smoother
+        if smoother.smooth > 0:
+            for face in f.faces:
+                if face.track_id is not None and face.probs is not None:
+                    s = smoother.update(face.track_id, face.probs, f.step)  # (K,)
+                    face.set_prediction(s.astype(face.probs.dtype), self.p.classes, face.attention)
+            smoother.prune(f.step)
 
     def _rows(self, f: _Frame) -> list[list[Any]]:
         k = len(self.p.classes)

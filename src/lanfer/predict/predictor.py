@@ -16,12 +16,17 @@ from ..model import load_model
 from ..data import EvalPreset
 from ..devices import resolve_device
 from ..faces import FaceDetector, get_detector
-from .batching import _Run
+from .batching import TrackingOptions, _Run
 from .overlays import _Overlays
 from .record import table_columns
 from .runners import OnnxRunner, Runner, TorchRunner, check_graph, open_onnx
 from .sources import _ImageArray, _Video, expand_inputs
 from .table import PredictionTable, summarize, write_table
+
+
+#: The default per-track smoothing of video probabilities (``smooth=``, ``--smooth``): half of each frame's
+#: estimate is the past, so a label needs about two frames of new evidence to flip.
+SMOOTH = 0.5
 
 
 class Predictor:
@@ -141,7 +146,8 @@ class Predictor:
 
     def predict(self, inputs: Any, batch_size: int = 32, progress: bool = True, detect: bool = True,
                 every_nth_frame: int = 1, return_attention: bool = False, overlay_dir: str | Path | None = None,
-                window: int = 8) -> PredictionTable:
+                window: int = 8, detect_every: int = 1, smooth: float = SMOOTH, iou_threshold: float = 0.3,
+                max_missed: int = 5) -> PredictionTable:
         """Predict the expression of every face in ``inputs``.
 
         Args:
@@ -155,20 +161,32 @@ class Predictor:
             return_attention: add the ``attention`` column (F_m of each face, (h, w) float32).
             overlay_dir: write annotated images (``<name>.jpg``) and videos (``<name>.mp4``) here.
             window: frames per face-detector call (the detector batches them).
+            detect_every: in videos, run the detector on every k-th kept frame only; the frames in between
+                cut each face where its track was last detected (score NaN in their rows). Faster by up to k
+                times the detector's share of the time; a face that moves is cut up to k - 1 frames late,
+                and one that appears is found up to k - 1 frames late. 1: detect on every frame.
+            smooth: in videos, each track's probabilities are an exponential moving average,
+                ``s_t = smooth * s_(t-1) + (1 - smooth) * p_t``, and the label is their arg max (0: off).
+                Photos are never smoothed.
+            iou_threshold, max_missed: the tracker's (:class:`~lanfer.predict.tracking.IoUTracker`): the least
+                box overlap to keep a face's ``track_id``, and the detected frames a track survives unmatched.
         Returns:
-            a :class:`PredictionTable`; ``attrs`` holds ``wall_s``, ``frames``, ``max_frames_held`` and
-            ``timing`` (seconds spent reading, detecting, aligning + pose, classifying, drawing overlays).
+            a :class:`PredictionTable`; ``attrs`` holds ``wall_s``, ``frames``, ``detected_frames``,
+            ``max_frames_held`` and ``timing`` (seconds spent reading, detecting, aligning + pose, classifying,
+            drawing overlays).
         """
         if batch_size < 1 or every_nth_frame < 1 or window < 1:
             raise ValueError(f"batch_size, every_nth_frame and window must be >= 1, got {batch_size}, "
                              f"{every_nth_frame}, {window}")
+        tracking = TrackingOptions(detect_every, smooth, iou_threshold, max_missed)  # refuses bad values
         if detect and self.detector is None:
             raise ValueError("this Predictor has no face detector (detector=None): pass detect=False for aligned "
                              "face crops, or build it with detector='mtcnn'")
         start = time.perf_counter()
         sources = expand_inputs(inputs, every_nth_frame)
         run = _Run(self, batch_size=batch_size, detect=detect, window=window, return_attention=return_attention,
-                   overlays=_Overlays(Path(overlay_dir), self.classes) if overlay_dir is not None else None)
+                   overlays=_Overlays(Path(overlay_dir), self.classes) if overlay_dir is not None else None,
+                   tracking=tracking)
         from ..progress import progress_bar
 
         bar = progress_bar(total=sum(s.total or 0 for s in sources if not isinstance(s, _Video)), desc="predict",
@@ -187,12 +205,13 @@ class Predictor:
             if run.overlays is not None:
                 run.overlays.close_all()
         table = PredictionTable(run.rows, columns=self.columns(return_attention))
-        for c in ("frame", "face"):
+        for c in ("frame", "face", "track_id"):
             table[c] = table[c].astype("Int64")
         table.classes = list(self.classes)
         table.normalize = self.normalize
         table._images = {s.name: s.image for s in sources if isinstance(s, _ImageArray)}
         table.attrs.update(wall_s=time.perf_counter() - start, frames=run.n_frames,
+                           detected_frames=run.detected_frames, detect_every=detect_every, smooth=smooth,
                            max_frames_held=run.max_held, backend=self.backend,
                            timing={k: round(v, 4) for k, v in run.timing.items()})
         return table
@@ -215,7 +234,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
                 overlay: bool = False, detect: bool = True, every_nth_frame: int = 1, batch_size: int = 32,
                 device: str = "auto", onnx: str | Path | None = None,
                 progress: bool = True, min_face_size: int | None = None,
-                prior_tau: float | None = None) -> tuple[PredictionTable, str]:
+                prior_tau: float | None = None, detect_every: int = 1,
+                smooth: float = SMOOTH) -> tuple[PredictionTable, str]:
     """``lanfer predict``: predict on ``inputs`` and write ``OUT/predictions.csv`` (or ``.json``) and, with
     ``overlay``, annotated images and videos in ``OUT/overlays/``. Returns the table and a summary text.
 
@@ -226,6 +246,7 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     ``min_face_size``: the smallest face side MTCNN searches for, in pixels (default: the detector's, 20).
     Most of the detector's time is its largest pyramid levels, which only small faces need: 40 made video
     prediction 1.7x faster in ``benchmarks/bench_predict_video.py``.
+    ``detect_every``, ``smooth``: video tracking (``--detect-every``, ``--smooth``; see :meth:`Predictor.predict`).
     """
     from ..pretrained import resolve
 
@@ -250,7 +271,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     inputs = [int(i) if isinstance(i, str) and i.isascii() and i.isdigit() and not Path(i).exists() else i
               for i in inputs]
     table = predictor.predict(inputs, batch_size=batch_size, progress=progress, detect=detect,
-                              every_nth_frame=every_nth_frame, overlay_dir=out / "overlays" if overlay else None)
+                              every_nth_frame=every_nth_frame, overlay_dir=out / "overlays" if overlay else None,
+                              detect_every=detect_every, smooth=smooth)
     path = write_table(table, out / f"predictions.{format}")
     text = summarize(table) + f"\nwrote {path}" + (f" and overlays in {out / 'overlays'}" if overlay else "")
     return table, text

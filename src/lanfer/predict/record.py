@@ -35,6 +35,8 @@ class FaceResult:
         probs: ``(K,)`` class probabilities; None until classified.
         attention: ``(h, w)`` F_m in [0, 1]; None for the baseline model or when nobody asked to keep it.
         label: the most probable class name; None until classified.
+        track_id: the face's track in its video (:mod:`lanfer.predict.tracking`), the same number for the
+            same face over frames; None for photos and aligned crops.
     """
 
     box: tuple[float, float, float, float]
@@ -45,6 +47,7 @@ class FaceResult:
     probs: np.ndarray | None = None
     attention: np.ndarray | None = None
     label: str | None = None
+    track_id: int | None = None
 
     @classmethod
     def from_detection(cls, image: np.ndarray, face: Face, size: int, crop: Any = None) -> "FaceResult":
@@ -91,7 +94,7 @@ _NO_FACE = FaceResult((_NAN, _NAN, _NAN, _NAN))
 
 def table_columns(classes: Sequence[str], attention: bool = False) -> list[str]:
     """The column names of a prediction table, in :func:`table_row` order."""
-    cols = ["source", "frame", "face", "x1", "y1", "x2", "y2", "score", "yaw", "pitch", "roll",
+    cols = ["source", "frame", "face", "track_id", "x1", "y1", "x2", "y2", "score", "yaw", "pitch", "roll",
             *LANDMARK_COLUMNS, "label", *(f"prob_{c}" for c in classes), "status"]
     return cols + ["attention"] if attention else cols
 
@@ -103,7 +106,7 @@ def table_row(source: str, frame: int, index: int | None, face: FaceResult | Non
     f = _NO_FACE if face is None else face
     landmarks = f.landmarks.reshape(-1).tolist() if f.landmarks is not None else [_NAN] * len(LANDMARK_COLUMNS)
     probs = f.probs.tolist() if f.probs is not None else [_NAN] * num_classes
-    row = [source, frame, index, *f.box, f.score, *f.pose, *landmarks, f.label, *probs, status]
+    row = [source, frame, index, f.track_id, *f.box, f.score, *f.pose, *landmarks, f.label, *probs, status]
     if attention:
         row.append(None if f.attention is None else f.attention.astype(np.float32))
     return row

@@ -29,6 +29,8 @@ class _Frame:
     status: str = STATUS_OK
     faces: list[FaceResult] = field(default_factory=list)
     sink: Any = None  # the overlay writer of its source
+    tracking: Any = None  # its video's tracker and smoother (batching._Tracking); None for photos
+    step: int = 0  # its number among the frames kept from its source (0, 1, 2 ...)
 
     @property
     def ready(self) -> bool:

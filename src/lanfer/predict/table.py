@@ -18,11 +18,13 @@ from ..io import atomic_write
 class PredictionTable(pd.DataFrame):
     """One row per face (or per input/frame without one): a pandas DataFrame with ``classes`` and ``.plot``.
 
-    Columns: ``source, frame, face, x1, y1, x2, y2, score, yaw, pitch, roll, <landmark>_x/_y, label,
+    Columns: ``source, frame, face, track_id, x1, y1, x2, y2, score, yaw, pitch, roll, <landmark>_x/_y, label,
     prob_<class>...`` and ``status`` (``"ok"``, ``"no face"`` or ``"error: ..."``); with
     ``return_attention=True`` also ``attention``, the F_m map (h, w) of each face as an object column.
     Boxes, landmarks and pose are in the source image's pixels and degrees (conventions of
-    :mod:`lanfer.faces.pose`). Filtering, sorting and slicing keep the class and its metadata.
+    :mod:`lanfer.faces.pose`). ``track_id`` numbers each face of a video over its frames (from 0 in each
+    video; missing for photos); a video row whose ``score`` is NaN was carried from the last detected frame
+    (``detect_every > 1``), and video probabilities are smoothed per track (``smooth``). Filtering, sorting and slicing keep the class and its metadata.
     """
 
     _metadata = ["classes", "normalize", "_images"]
