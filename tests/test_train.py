@@ -22,7 +22,7 @@ def _cfg(root, **over):
     }
     for k, v in over.items():
         sec, key = k.split(".")
-        d[sec][key] = v
+        d.setdefault(sec, {})[key] = v
     return config_from_dict(d)
 
 

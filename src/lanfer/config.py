@@ -34,6 +34,10 @@ class ModelConfig:
     # Optional pretrained backbone: a shipped backbone's tag ("vggface2" for the mobilenet models) or a file
     # (torchvision keys, `module.` prefixes or the ijba MS-Celeb-1M format).
     pretrained: str | None = None
+    # Optional whole-model start: a trained lanfer model file (a run's best.safetensors, a shipped model's file)
+    # of the same architecture and classes. Fine-tuning from it is a second stage (e.g. class-balanced, as in
+    # Kang et al. 2020's decoupled training); it replaces every weight that `pretrained` loaded.
+    init: str | None = None
     dropout: float = 0.0
 
 
@@ -84,6 +88,9 @@ def resolve_workers(num_workers: int, device: str = "auto") -> int:
 @dataclass
 class LossConfig:
     alpha: float = 0.5  # weight of the guidance BCE term (paper: 0.5, i.e. CE:BCE = 2:1)
+    # Class-aware CE (issue 22; lanfer.losses.class_balance_terms), from the training split's class frequencies:
+    logit_adjust: float = 0.0  # tau of Menon et al. 2021's logit-adjusted loss: CE(logits + tau*log prior); 1 = balanced
+    class_weight: float = 0.0  # exponent p of the per-class CE weight prior**-p (1 = inverse frequency)
 
 
 @dataclass
@@ -435,6 +442,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.image_size={cfg.data.image_size} is too small: ResNet-18 needs >= 32 pixels")
     if cfg.loss.alpha < 0:
         raise ConfigError(f"loss.alpha={cfg.loss.alpha} must be >= 0")
+    for key in ("logit_adjust", "class_weight"):
+        if not 0 <= getattr(cfg.loss, key) <= 4:
+            raise ConfigError(f"loss.{key}={getattr(cfg.loss, key)} must be in [0, 4] (0 = off, 1 = fully balanced)")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr={cfg.train.lr} must be positive")
     if cfg.train.epochs < 0:

@@ -21,7 +21,7 @@ def check_resume_config(saved: dict | None, cfg: Config, where: Path) -> None:
     diffs = []
     for section, keys in (("model", ("name", "num_classes", "fusion", "head_widths", "dropout")),
                           ("data", ("name", "image_size", "normalize", "classes", "color")),
-                          ("loss", ("alpha",)), ("guidance", ("source",))):
+                          ("loss", ("alpha", "logit_adjust", "class_weight")), ("guidance", ("source",))):
         for k in keys:
             b = now[section][k]
             a = saved.get(section, {}).get(k, b)

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from .. import distributed as dist
-from ..checkpoint import CheckpointError, load_state, load_training_state, save_model, save_training_state
+from ..checkpoint import (CheckpointError, load_state, load_training_state, read_model_info, read_weights, save_model,
+                          save_training_state)
 from ..cluster import fit_guidance_for
 from ..config import Config, ConfigError, amp_mode
 from ..distributed import log, seed_everything
@@ -20,6 +21,7 @@ from ..guidance import Guidance
 from ..info import FaceCrop, ModelInfo
 from ..io import atomic_write
 from ..info import LAN_NAMES
+from ..losses import class_balance_terms
 from ..model import create_model, model_kwargs_from_config
 from ..precision import grad_scaler, resolve_precision
 from .loaders import build_datasets, make_loader
@@ -72,6 +74,40 @@ def _check_backbone_normalization(cfg: Config) -> None:
                               f"set --set data.normalize={weights.normalize}")
 
 
+def _init_from(model: torch.nn.Module, cfg: Config, classes: list[str]) -> None:
+    """Load ``cfg.model.init`` (a trained lanfer model file) into the whole ``model``, refusing another
+    architecture or class list by name before any weight is touched."""
+    path = Path(cfg.model.init)
+    if not path.is_file():
+        raise ConfigError(f"model.init={cfg.model.init!r} does not exist; give a lanfer model file such as "
+                          "RUN_DIR/best.safetensors, or leave model.init unset")
+    info = read_model_info(path)
+    if info.arch != cfg.model.name:
+        raise ConfigError(f"model.init={str(path)!r} holds a {info.arch!r} model; this run builds "
+                          f"{cfg.model.name!r} (--set model.name={info.arch})")
+    if list(info.classes) != list(classes):
+        raise ConfigError(f"model.init={str(path)!r} classifies {list(info.classes)}; the training data's classes "
+                          f"are {list(classes)}")
+    load_state(model, read_weights(path), where=str(path))
+    log(f"model.init: all weights from {path}")
+
+
+def _class_terms(cfg: Config, train_set, classes: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The CE's class weights and logit offset (``loss.class_weight``, ``loss.logit_adjust``) from the training
+    split's class frequencies (each label's top class, as ``lanfer calibrate`` counts them)."""
+    if not (cfg.loss.logit_adjust or cfg.loss.class_weight):
+        return None, None
+    from ..calibration import class_prior
+
+    try:
+        prior = class_prior(train_set.class_counts(), classes)
+    except ValueError as e:
+        raise ConfigError(f"loss.logit_adjust / loss.class_weight: {e}") from None
+    log("class-aware CE: prior " + " ".join(f"{c}={p:.4f}" for c, p in zip(classes, prior))
+        + f"; logit_adjust {cfg.loss.logit_adjust}, class_weight {cfg.loss.class_weight}")
+    return class_balance_terms(prior, cfg.loss.logit_adjust, cfg.loss.class_weight)
+
+
 def train(cfg: Config, out: str | Path | None = None, resume: bool = False, progress: bool | None = None) -> dict:
     """Train a model as ``cfg`` describes; returns the final metrics (also written to ``out/metrics.json``).
 
@@ -101,6 +137,9 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
         + f" classes={classes}")
 
     model = create_model(**model_kwargs_from_config(cfg.model), pretrained=cfg.model.pretrained, verbose=dist.is_main())
+    if cfg.model.init:
+        _init_from(model, cfg, classes)
+    class_weight, logit_offset = _class_terms(cfg, data["train"], classes)
     model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -175,7 +214,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
                 guidance.save(gpath)
         loader = make_loader(cfg, data["train"], True, epoch)
         record, step = train_one_epoch(step_model, loader, optimizer, scheduler, cfg, device, guidance, frozen,
-                                       epoch, step, progress, scaler=scaler)
+                                       epoch, step, progress, scaler=scaler, class_weight=class_weight,
+                                       logit_offset=logit_offset)
         record = {"epoch": epoch + 1, "step": step, **record}
         dist.broadcast_buffers(model)  # rank 0's BatchNorm statistics: the ones saved below
         if "val" in data:

@@ -33,9 +33,11 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, guidance: Guidance | None,
                     frozen: torch.nn.Module | None, epoch: int, step: int, progress: bool,
-                    scaler: torch.amp.GradScaler | None = None) -> tuple[dict, int]:
+                    scaler: torch.amp.GradScaler | None = None, class_weight: torch.Tensor | None = None,
+                    logit_offset: torch.Tensor | None = None) -> tuple[dict, int]:
     """One epoch of optimisation steps in ``cfg.train.amp``'s precision; returns (metrics reduced over ranks,
-    step). ``scaler`` carries fp16's loss scale from epoch to epoch (and through last.ckpt)."""
+    step). ``scaler`` carries fp16's loss scale from epoch to epoch (and through last.ckpt); ``class_weight``
+    and ``logit_offset`` are the class-aware CE's terms (:func:`lanfer.losses.class_balance_terms`)."""
     from ..progress import progress_bar
 
     model.train()
@@ -64,7 +66,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: Config, device, gu
                 f_o = frozen(images) if frozen is not None else out.features.detach()  # (B, 512, H, W)
                 gmap = guidance.assign(f_o.float())  # (B, 1, H, W) of 0/1
         total, ce, bce = lan_loss(out.logits.float(), labels, out.attention, gmap, alpha=cfg.loss.alpha,
-                                  label_smoothing=cfg.train.label_smoothing)
+                                  label_smoothing=cfg.train.label_smoothing, class_weight=class_weight,
+                                  logit_offset=logit_offset)
         if not torch.isfinite(total):
             raise NonFiniteLossError(total.item(), step, epoch, cfg)
         optimizer.zero_grad(set_to_none=True)
