@@ -235,9 +235,9 @@ def test_detect_every_reuses_the_tracked_faces(checkpoint, tmp_path):
     for f in range(10):
         key = f - f % 3
         rows, key_rows = table[table["frame"] == f], table[table["frame"] == key]
-        # a carried face is cut at its track's last detected box and landmarks ...
-        np.testing.assert_allclose(rows[["x1", "y1", "x2", "y2", "nose_x"]].to_numpy(),
-                                   key_rows[["x1", "y1", "x2", "y2", "nose_x"]].to_numpy())
+        # a carried face is cut at its track's last detected box and landmarks (and keeps their pose) ...
+        np.testing.assert_allclose(rows[["x1", "y1", "x2", "y2", "nose_x", "yaw", "roll"]].to_numpy(),
+                                   key_rows[["x1", "y1", "x2", "y2", "nose_x", "yaw", "roll"]].to_numpy())
         if f != key:  # ... from its own frame, so the model sees other pixels than on the detected frame
             assert rows["score"].isna().all()
             assert np.abs(rows.filter(like="prob_").to_numpy() - key_rows.filter(like="prob_").to_numpy()).max() > 1e-4

@@ -13,7 +13,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ..faces import Face, FaceDetector
+from ..faces import FaceDetector, crop_face
 from .overlays import _Overlays
 from .record import STATUS_NO_FACE, STATUS_OK, FaceResult, table_row
 from .sources import _EndOfSource, _Failed, _Frame, _Source, _Video
@@ -50,6 +50,16 @@ class _Tracking:
         self.tracker = IoUTracker(options.iou_threshold, options.max_missed)
         # a track ends after max_missed + 1 detected frames without a match, i.e. at most this many kept frames
         self.smoother = ProbabilitySmoother(options.smooth, (options.max_missed + 1) * options.detect_every)
+        self.poses: dict[int, tuple[float, float, float]] = {}  # track_id -> pose at its last detection
+
+    def update(self, faces: list[FaceResult]) -> None:
+        """A detected frame's faces: their track ids, and their poses kept for the frames that carry them."""
+        ids = self.tracker.update([r.box for r in faces], [r.landmarks for r in faces], [r.score for r in faces])
+        for r, tid in zip(faces, ids):
+            r.track_id = tid
+            self.poses[tid] = r.pose
+        alive = self.tracker.alive_ids
+        self.poses = {t: p for t, p in self.poses.items() if t in alive}
 
     def is_key(self, frame: _Frame) -> bool:
         return frame.step % self.detect_every == 0
@@ -153,10 +163,7 @@ class _Run:
                     f.faces = [FaceResult.from_detection(f.image, face, self.p.image_size, self.p.crop)
                                for face in found[id(f)]]
                     if f.tracking is not None:
-                        ids = f.tracking.tracker.update([r.box for r in f.faces], [r.landmarks for r in f.faces],
-                                                        [r.score for r in f.faces])
-                        for r, tid in zip(f.faces, ids):
-                            r.track_id = tid
+                        f.tracking.update(f.faces)
                 else:
                     f.faces = [self._carried(f, track) for track in f.tracking.tracker.held()]
                 if not f.faces:
@@ -177,12 +184,13 @@ class _Run:
         self._emit()
 
     def _carried(self, f: _Frame, track) -> FaceResult:
-        """A face of a frame the detector skipped: cut where its track was last detected. Its score is NaN
-        (nothing was detected on this frame), which tells these rows from detected ones."""
-        face = FaceResult.from_detection(f.image, Face(track.box, 0.0, track.landmarks), self.p.image_size,
-                                         self.p.crop)
-        face.score, face.track_id = float("nan"), track.track_id
-        return face
+        """A face of a frame the detector skipped: cut where its track was last detected, with the pose of
+        that detection (the same landmarks give the same pose; estimating it again would cost as much as the
+        cut). Its score is NaN (nothing was detected on this frame), which tells these rows from detected
+        ones."""
+        pixels = crop_face(f.image, track.landmarks, track.box, self.p.image_size, self.p.crop)  # (S, S, 3)
+        return FaceResult(track.box, float("nan"), track.landmarks, f.tracking.poses[track.track_id], pixels,
+                          track_id=track.track_id)
 
     def _classify(self, force: bool) -> None:
         while len(self.pending) >= self.batch_size or (force and self.pending):
