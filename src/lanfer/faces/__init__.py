@@ -15,12 +15,13 @@ from .align import (ARCFACE_TEMPLATE, DEFAULT_MARGIN, DEFAULT_SIZE, align_face, 
                     estimate_similarity, face_template, invert_affine, transform_points, warp)
 from .detect import (LANDMARK_NAMES, MTCNN_MIN_FACE, Face, FaceDetector, MTCNNDetector, available_detectors, get_detector,
                      register_detector)
+from .blazeface import BlazeFaceDetector
 from .pose import FACE_MODEL_3D, HeadPose, estimate_pose, euler_angles, project_landmarks, rotation_matrix
 
 __all__ = [
     "ARCFACE_TEMPLATE", "DEFAULT_MARGIN", "DEFAULT_SIZE", "align_face", "alignment_matrix", "crop_face", "estimate_similarity",
     "face_template", "invert_affine", "transform_points", "warp",
     "LANDMARK_NAMES", "MTCNN_MIN_FACE", "Face", "FaceDetector", "MTCNNDetector", "available_detectors", "get_detector",
-    "register_detector",
+    "register_detector", "BlazeFaceDetector",
     "FACE_MODEL_3D", "HeadPose", "estimate_pose", "euler_angles", "project_landmarks", "rotation_matrix",
 ]

