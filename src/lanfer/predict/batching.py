@@ -43,7 +43,8 @@ class TrackingOptions:
 
 
 class _Tracking:
-    """One video's tracker (updated on detected frames) and smoother (updated as frames are emitted)."""
+    """One video's tracker (updated on detected frames) and smoother (updated as frames are emitted); also
+    one webcam stream of ``lanfer serve``."""
 
     def __init__(self, options: TrackingOptions):
         self.detect_every = options.detect_every
@@ -60,6 +61,16 @@ class _Tracking:
             self.poses[tid] = r.pose
         alive = self.tracker.alive_ids
         self.poses = {t: p for t, p in self.poses.items() if t in alive}
+
+    def smooth(self, faces: list[FaceResult], step: int, classes: Sequence[str]) -> None:
+        """Each classified face's probabilities become its track's moving average as of frame ``step``, and its
+        label their arg max; call it once per frame, in frame order."""
+        if self.smoother.smooth > 0:
+            for face in faces:
+                if face.track_id is not None and face.probs is not None:
+                    s = self.smoother.update(face.track_id, face.probs, step)  # (K,)
+                    face.set_prediction(s.astype(face.probs.dtype), classes, face.attention)
+            self.smoother.prune(step)
 
     def is_key(self, frame: _Frame) -> bool:
         return frame.step % self.detect_every == 0
@@ -210,25 +221,14 @@ class _Run:
             if isinstance(item, _EndOfSource):
                 item.sink.close()
                 continue
-            if item.tracking is not None:
-                self._smooth(item)
+            if item.tracking is not None:  # frames leave the queue in order, classified
+                item.tracking.smooth(item.faces, item.step, self.p.classes)
             self.rows += self._rows(item)
             if item.sink is not None and item.image is not None:
                 t = time.perf_counter()
                 item.sink.write(item)
                 self.timing["overlay_s"] += time.perf_counter() - t
             item.image = None
-
-    def _smooth(self, f: _Frame) -> None:
-        """Each tracked face's probabilities become its track's moving average, and its label their arg max
-        (frames reach here in order, once classified)."""
-        smoother = f.tracking.smoother
-        if smoother.smooth > 0:
-            for face in f.faces:
-                if face.track_id is not None and face.probs is not None:
-                    s = smoother.update(face.track_id, face.probs, f.step)  # (K,)
-                    face.set_prediction(s.astype(face.probs.dtype), self.p.classes, face.attention)
-            smoother.prune(f.step)
 
     def _rows(self, f: _Frame) -> list[list[Any]]:
         k = len(self.p.classes)

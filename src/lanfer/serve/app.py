@@ -5,6 +5,10 @@ Routes (``/docs`` describes them from ``/openapi.json``):
 * ``POST /v1/predict`` (multipart files named ``files``; ``?attention=true`` adds each face's F_m map and a PNG
   of its crop under the map, ``?annotated=true`` an annotated PNG per picture) -> ``rows`` with the columns of
   ``lanfer predict``'s table, one per face or per picture without a face, and ``images`` with a status each;
+  ``?stream=ID`` (one picture, the page's webcam mode) makes the picture the next frame of stream ``ID``: its
+  faces get the ``track_id`` of the same face in the stream's previous frames and probabilities smoothed over
+  them (``?smooth=F``, default ``lanfer.predict.SMOOTH``), as ``lanfer predict`` does on a video
+  (:mod:`lanfer.serve.streams`);
 * ``GET /v1/models``: the served model's record (:class:`lanfer.info.ModelInfo`) and its ``operating_point``
   (the temperature and the prior tau the probabilities are computed at, :mod:`lanfer.calibration`);
 * ``GET /healthz``: liveness and queue state, the one route that never needs the token;
@@ -27,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from ..predict import STATUS_NO_FACE, STATUS_OK, FaceResult, Predictor, annotate, heat_overlay, mtcnn_for, table_row
+from ..predict import SMOOTH, STATUS_NO_FACE, STATUS_OK, FaceResult, Predictor, annotate, heat_overlay, mtcnn_for, \
+    table_row
 from .batcher import Batcher, QueueFull
 from .limits import ApiError, ServeConfig, decode_image
+from .streams import Streams
 from .uploads import read_uploads
 
 STATIC = Path(__file__).parent / "static"
@@ -50,13 +56,14 @@ class Service:
     def __init__(self, predictor: Predictor, config: ServeConfig, name: str):
         self.predictor, self.config, self.name = predictor, config, name
         if predictor.detector is None:  # built here, once, not by two detection threads at once
-            raise ValueError("lanfer serve needs a Predictor with a face detector (detector='mtcnn')")
+            raise ValueError("lanfer serve needs a Predictor with a face detector (detector='blazeface' or 'mtcnn')")
         self.columns = predictor.columns()
         self.detect_pool = ThreadPoolExecutor(config.detect_workers, thread_name_prefix="lanfer-detect")
         self.batcher: Batcher[np.ndarray, tuple] = Batcher(self._classify, config.max_batch,
                                                            config.max_wait_ms / 1000, config.max_queue_faces)
         self.pending = 0
         self.served = {"requests": 0, "images": 0, "faces": 0, "rejected_busy": 0}
+        self.streams = Streams()
 
     def _classify(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         probs, att = self.predictor.classify(crops)  # (B, K), (B, h, w) or None
@@ -76,12 +83,16 @@ class Service:
             kept.append(image if keep_images else None)
         return kept, shapes, faces
 
-    async def predict(self, request, attention: bool, annotated: bool) -> dict[str, Any]:
+    async def predict(self, request, attention: bool, annotated: bool, stream: str | None = None,
+                      smooth: float = SMOOTH) -> dict[str, Any]:
         start = time.perf_counter()
+        live = self.streams.get(stream, smooth) if stream is not None else None  # a bad id or smooth: 422 now
         uploads = await read_uploads(request.headers.get("content-type"), request.headers.get("content-length"),
                                      request.stream(), self.config.max_upload_bytes, self.config.max_files,
                                      discard_bytes=self.config.max_discard_bytes,
                                      expect_continue=request.headers.get("expect", "").lower() == "100-continue")
+        if live is not None and len(uploads) != 1:
+            raise ApiError(422, f"a stream takes one picture per request (its next frame), got {len(uploads)}")
         names = _unique([u.filename for u in uploads])
         loop = asyncio.get_running_loop()
         images, shapes, faces = await loop.run_in_executor(self.detect_pool, self._decode_and_detect, uploads,
@@ -96,6 +107,10 @@ class Service:
         t_classify = time.perf_counter()
         for f, (p, a) in zip(flat, results):
             f.set_prediction(p, self.predictor.classes, a)
+        if live is not None:  # no await from here to the answer: the stream's frames update it one at a time
+            live.tracking.update(faces[0])
+            live.tracking.smooth(faces[0], live.step, self.predictor.classes)
+            live.step += 1
         k = len(self.predictor.classes)
         rows, infos = [], []
         for name, (height, width), fs in zip(names, shapes, faces):
@@ -218,6 +233,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, name: st
     @app.get("/healthz", summary="Liveness and queue state (never needs the token)")
     async def healthz():
         return {"status": "ok", "model": service.name, "pending_requests": service.pending,
+                "streams": len(service.streams),
                 "max_pending": config.max_pending, "batcher": service.batcher.stats(), "served": service.served}
 
     @app.get("/v1/models", summary="The served model's record: classes, preprocessing, training data, numbers")
@@ -234,19 +250,25 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, name: st
 
     @app.post("/v1/predict", summary="Expressions of every face in one or more pictures",
               responses={s: {"description": d} for s, d in ERRORS.items()}, openapi_extra={"requestBody": body})
-    async def predict(request: Request, attention: bool = False, annotated: bool = False):
+    async def predict(request: Request, attention: bool = False, annotated: bool = False, stream: str | None = None,
+                      smooth: float = SMOOTH):
         """Multipart file fields named `files` (one per picture). Answers `rows`: one per face, or one with
         status `no face` per picture without one, with the columns of `lanfer predict`'s table (boxes,
         score, yaw/pitch/roll, landmarks, label, `prob_<class>`, status); `images`: size, face count and
         status per picture. `attention=true` adds each face's attention map (`attention`, h x w) and
-        `attention_png` (its crop under the map); `annotated=true` adds `annotated_png` per picture."""
+        `attention_png` (its crop under the map); `annotated=true` adds `annotated_png` per picture.
+        `stream=ID` (1-64 letters, digits, `-`, `_`; one picture per request, in frame order): the picture is the
+        next frame of the webcam stream `ID`, whose faces get a `track_id` that follows each face over the
+        stream's frames and probabilities smoothed over them, `smooth` x the previous + (1 - `smooth`) x this
+        frame's (default 0.5; 0: off). The server keeps the latest 16 streams, each for 2 minutes idle."""
         if service.pending >= config.max_pending:
             service.served["rejected_busy"] += 1
             raise ApiError(503, f"server busy: {service.pending} requests in progress (limit {config.max_pending}); "
                                 "retry in a moment")
         service.pending += 1
         try:
-            return await asyncio.wait_for(service.predict(request, attention, annotated), config.timeout_s)
+            return await asyncio.wait_for(service.predict(request, attention, annotated, stream, smooth),
+                                          config.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, f"the request took longer than this server's limit of {config.timeout_s:g} s; "
                                 "send fewer or smaller pictures") from None
@@ -272,13 +294,14 @@ def run_server(model: str | None = None, config: ServeConfig | None = None, devi
     own, see :class:`lanfer.predict.Predictor`)."""
     import uvicorn
 
+    from ..predict import detector_for
     from ..pretrained import find, is_shipped_name, resolve
 
     config = config or ServeConfig()
     _check_port_free(config.host, config.port)  # before the model loads, and before the URL is printed
     path = resolve(model)
-    predictor = Predictor.from_checkpoint(path, device=device, detector=mtcnn_for(device, config.min_face_size),
-                                          prior_tau=prior_tau)
+    predictor = Predictor.from_checkpoint(path, device=device, prior_tau=prior_tau,
+                                          detector=detector_for(config.detector, device, config.min_face_size))
     name = find(model).name if model is None or is_shipped_name(model) else Path(path).stem
     app = create_app(predictor, config, name=name)
     url = f"http://{config.host}:{config.port}/"

@@ -5,7 +5,11 @@
 // matplotlib's tab10, the colours lanfer.predict.annotate uses per predicted class
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"];
-const state = { classes: [], columns: [], rows: [], shots: 0 };
+const state = { classes: [], columns: [], rows: [], shots: 0,
+                // webcam live mode: one frame in flight at a time, tracked and smoothed by the server's stream
+                live: { on: false, id: "", frames: 0, started: 0, lastRows: [], lastMs: 0, errors: 0 } };
+// Live frames are sent at most this wide (a webcam's 640x480 as it is): the server's time grows with pixels.
+const LIVE_MAX_WIDTH = 640;
 const $ = (id) => document.getElementById(id);
 
 function setStatus(text, isError) {
@@ -197,6 +201,7 @@ async function startCamera() {
     $("video").srcObject = stream;
     $("video").hidden = false;
     $("camera-snap").disabled = false;
+    $("camera-live").disabled = false;
   } catch (e) {
     setStatus(`no webcam: ${e.message}`, true);
   }
@@ -212,6 +217,100 @@ function snapshot() {
     state.shots += 1;
     predict([new File([blob], `webcam-${state.shots}.png`, { type: "image/png" })]);
   }, "image/png");
+}
+
+// -- webcam live mode: frames -> POST /v1/predict?stream=ID -> boxes and labels drawn over the video ----------
+
+function toggleLive() {
+  const live = state.live;
+  live.on = !live.on;
+  $("camera-live").setAttribute("aria-pressed", String(live.on));
+  $("camera-live").textContent = live.on ? "Stop live labels" : "Live labels";
+  $("live-overlay").hidden = !live.on;
+  if (live.on) {
+    // a new stream id each time: the server's tracks and smoothing start afresh
+    live.id = `page-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+    live.frames = 0;
+    live.errors = 0;
+    live.started = performance.now();
+    liveLoop();
+  } else {
+    $("live-overlay").getContext("2d").clearRect(0, 0, $("live-overlay").width, $("live-overlay").height);
+    $("live-status").textContent = "";
+  }
+}
+
+function grabFrame(video) {
+  const scale = Math.min(1, LIVE_MAX_WIDTH / video.videoWidth);
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(video.videoWidth * scale);
+  canvas.height = Math.round(video.videoHeight * scale);
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob((blob) => resolve({ blob, width: canvas.width,
+                                                                      height: canvas.height }), "image/jpeg", 0.85));
+}
+
+async function liveLoop() {
+  const live = state.live, video = $("video");
+  while (live.on) {
+    if (!video.videoWidth) { await new Promise((r) => setTimeout(r, 100)); continue; }
+    const frame = await grabFrame(video);
+    const form = new FormData();
+    form.append("files", frame.blob, `webcam-live-${live.frames}.jpg`);
+    const t0 = performance.now();
+    let r, body;
+    try {
+      r = await fetch(`/v1/predict?stream=${live.id}`, { method: "POST", body: form });
+      body = await r.json().catch(() => ({ detail: r.statusText }));
+    } catch (e) {
+      r = null;
+      body = { detail: e.message };
+    }
+    if (!live.on) break;
+    if (!r || !r.ok) {
+      // busy (503): wait as the server says and go on; anything else stops live mode with the server's words
+      if (r && r.status === 503 && live.errors < 20) {
+        live.errors += 1;
+        await new Promise((res) => setTimeout(res, 1000 * Number(r.headers.get("Retry-After") || 1)));
+        continue;
+      }
+      const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      setStatus(`live labels stopped: ${r ? r.status + ": " : ""}${detail}`, true);
+      toggleLive();
+      break;
+    }
+    live.frames += 1;
+    live.lastMs = performance.now() - t0;
+    live.lastRows = body.rows.filter((row) => row.status === "ok");
+    drawLive(live.lastRows, frame.width, frame.height);
+    const fps = live.frames / ((performance.now() - live.started) / 1000);
+    $("live-status").textContent = `live: ${live.lastRows.length} face${live.lastRows.length === 1 ? "" : "s"}, ` +
+      `${fps.toFixed(1)} frames/s (${Math.round(body.timing_ms.total)} ms on the server)`;
+  }
+}
+
+function drawLive(rows, width, height) {
+  // The overlay canvas has the frame's pixel size and is stretched over the video like the video itself.
+  const canvas = $("live-overlay");
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, width, height);
+  ctx.lineWidth = Math.max(2, width / 320);
+  ctx.font = `${Math.max(12, Math.round(width / 40))}px system-ui, sans-serif`;
+  ctx.textBaseline = "bottom";
+  rows.forEach((row) => {
+    const colour = PALETTE[state.classes.indexOf(row.label) % PALETTE.length];
+    ctx.strokeStyle = colour;
+    ctx.strokeRect(row.x1, row.y1, row.x2 - row.x1, row.y2 - row.y1);
+    const text = `#${row.track_id} ${row.label} ${row["prob_" + row.label].toFixed(2)}`;
+    const w = ctx.measureText(text).width + 6, h = parseInt(ctx.font, 10) + 4;
+    const y = Math.max(row.y1, h);
+    ctx.fillStyle = colour;
+    ctx.fillRect(row.x1, y - h, w, h);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(text, row.x1 + 3, y - 1);
+  });
 }
 
 function setup() {
@@ -231,6 +330,7 @@ function setup() {
   toggle();
   $("camera-start").addEventListener("click", startCamera);
   $("camera-snap").addEventListener("click", snapshot);
+  $("camera-live").addEventListener("click", toggleLive);
   $("csv").addEventListener("click", downloadCsv);
   $("clear").addEventListener("click", () => {
     state.rows = [];
