@@ -7,13 +7,14 @@ margin and moved by a vertical shift). This script measures both halves:
 ``--fit``: detect the five landmarks (MTCNN) on FERPlus validation faces (never test), and fit
     u - 0.5 = k (a - 0.5) + (s_x, s_y) by least squares, where u are landmarks as fractions of the frame and a
     ArcFace's template as fractions of its crop; prints margin = (1/k - 1)/2 and shift_y = s_y as the FaceCrop.
-``--model FILE``: FERPlus test accuracy of a model on the dataset's own crops against the full prediction path
-    on the same 48x48 files (detect, align with the model's FaceCrop, grayscale, classify), on the faces the
-    detector finds; they should agree within a couple of points, or the crop is wrong.
+``--model FILE|NAME``: FERPlus test accuracy of a model on the dataset's own crops against the full prediction
+    path on the same 48x48 files (detect with ``--detector``, align with the model's FaceCrop, grayscale,
+    classify), on the faces the detector finds; they should agree within a couple of points, or the crop is wrong.
 
     python benchmarks/ferplus_crop.py --root PATH/FERPlus --fit
     python benchmarks/ferplus_crop.py --root PATH/FERPlus --model src/lanfer/weights/lan_resnet18_ferplus.safetensors
     python benchmarks/ferplus_crop.py --root PATH/FERPlus --model ... --crop '{"margin": 0.1}'   # another framing
+    python benchmarks/ferplus_crop.py --root PATH/FERPlus --model lan_mobilenet_vggface2_ferplus --detector mtcnn
 """
 from __future__ import annotations
 
@@ -66,11 +67,16 @@ def fit(root: str, n: int, seed: int) -> dict:
                                         "rms_residual_of_side": float(np.sqrt((resid ** 2).mean()))}}
 
 
-def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dict | None = None) -> dict:
+def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dict | None = None,
+            detector: str | None = None) -> dict:
     from lanfer.data import EvalPreset, build_dataset
+    from lanfer.faces import DEFAULT_DETECTOR
     from lanfer.model import load_model
     from lanfer.predict import Predictor
+    from lanfer.pretrained import resolve
 
+    detector = detector or DEFAULT_DETECTOR
+    model_path = str(resolve(model_path))  # a shipped model's name or a file
     model, info = load_model(model_path)
     ds = build_dataset("ferplus", root, "test", transform=EvalPreset.from_info(info))
     idx = list(range(len(ds)))[:limit]
@@ -83,7 +89,7 @@ def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dic
     truth = [ds.samples[i].label for i in idx]
     direct = np.array(preds) == np.array(truth)
     # the prediction path on the same files
-    p = Predictor.from_checkpoint(model_path, device="cpu")
+    p = Predictor.from_checkpoint(model_path, device="cpu", detector=detector)
     if crop is not None:  # another framing than the model's record, to see what the crop is worth
         from lanfer.info import FaceCrop
 
@@ -100,7 +106,7 @@ def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dic
     return {"images": len(idx), "dataset_crop_accuracy": float(direct.mean()),
             "faces_found": len(found), "dataset_crop_accuracy_on_found": float(direct[found].mean()),
             "predict_path_accuracy_on_found": float(via.mean()), "predict_seconds": round(dt, 1),
-            "crop": p.crop.__dict__}
+            "crop": p.crop.__dict__, "detector": detector, "model": model_path}
 
 
 def main() -> None:
@@ -113,13 +119,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", help="with --model: cut faces with this FaceCrop (JSON) instead of the model's")
+    ap.add_argument("--detector", default=None, help="with --model: the face detector of the prediction path "
+                    "(default: lanfer's default, blazeface; or mtcnn)")
+    ap.add_argument("--out", help="with --model: also write the result to this JSON file")
     a = ap.parse_args()
     print(f"cpu: {cpu_model()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
     if a.fit:
         print(json.dumps(fit(a.root, a.n, a.seed), indent=1))
     if a.model:
         crop = json.loads(a.crop) if a.crop else None
-        print(json.dumps(compare(a.root, a.model, a.limit, a.batch, crop), indent=1))
+        result = compare(a.root, a.model, a.limit, a.batch, crop, a.detector)
+        result.update(cpu=cpu_model(), torch=torch.__version__, threads=torch.get_num_threads())
+        print(json.dumps(result, indent=1))
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

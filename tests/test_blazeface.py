@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -226,3 +227,35 @@ def test_min_face_size_and_max_faces(photo):
     assert len(get_detector("blazeface", min_face_size=cut).detect([photo])[0]) == 2
     assert len(get_detector("blazeface", max_faces=1).detect([photo])[0]) == 1
     assert INPUT_SIZE == photo.shape[0]
+
+
+def test_blazeface_is_the_default_and_mtcnn_still_works(photo, tmp_path, capsys):
+    """Predictor, lanfer predict and the CLI flag's default use BlazeFace; detector="mtcnn" / --detector mtcnn
+    still run MTCNN; an unknown name fails at once with the list of detectors."""
+    from lanfer.cli import main
+    from lanfer.cli._args import DETECTOR
+    from lanfer.faces import DEFAULT_DETECTOR
+    from lanfer.predict import Predictor
+
+    assert DETECTOR == DEFAULT_DETECTOR == "blazeface"
+    p = Predictor.from_pretrained(device="cpu")
+    assert p.detector_name == "blazeface" and isinstance(p.detector, BlazeFaceDetector)
+    table = p.predict(photo, progress=False)
+    assert (table["status"] == "ok").sum() == 3
+    with pytest.raises(ValueError, match="unknown face detector 'nope'; available: blazeface, mtcnn"):
+        Predictor.from_pretrained(device="cpu", detector="nope")
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    args = ["predict", str(tmp_path / "photo.png"), "--no-progress", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert (pd.read_csv(tmp_path / "b" / "predictions.csv")["status"] == "ok").sum() == 3
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--detector", "nope"])
+    assert e.value.code == 2 and "unknown face detector 'nope'; choose one of blazeface, mtcnn" in capsys.readouterr().err
+    pytest.importorskip("facenet_pytorch")
+    mt = Predictor.from_pretrained(device="cpu", detector="mtcnn")
+    assert type(mt.detector).__name__ == "MTCNNDetector"
+    # the 256 px photo's faces are ~35 px: MTCNN finds them from its default 20 px search
+    assert main([*args, "--out", str(tmp_path / "m"), "--detector", "mtcnn"]) == 0
+    found = pd.read_csv(tmp_path / "m" / "predictions.csv")
+    assert (found["status"] == "ok").sum() >= 2

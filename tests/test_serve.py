@@ -167,7 +167,8 @@ def test_models_page_docs_and_the_browser_token_cookie(predictor):
         assert record["name"] == "shipped" and record["classes"] == predictor.classes
         assert record["input_size"] == predictor.image_size and record["color"] == predictor.info.color
         assert record["metrics"] == predictor.info.metrics and record["crop"]["margin"] == predictor.crop.margin
-        assert record["min_face_size"] == predictor.detector.min_face_size == 20  # MTCNN's default
+        assert record["detector"] == "blazeface"  # the default detector
+        assert record["min_face_size"] == predictor.detector.min_face_size == 0  # BlazeFace's default: keep all
         spec = c.get("/openapi.json").json()
         assert {"/v1/predict", "/v1/models", "/healthz"} <= set(spec["paths"])
         assert {"401", "413", "422", "503", "504"} <= set(spec["paths"]["/v1/predict"]["post"]["responses"])
@@ -413,6 +414,31 @@ def test_serve_min_face_size_reaches_the_detector(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--min-face-size", "8"])
     assert "below MTCNN's smallest window" in capsys.readouterr().err
+
+
+def test_serve_detector_flag(monkeypatch, capsys):
+    """--detector mtcnn serves with MTCNN (BlazeFace is the default); an unknown name is a usage error that
+    lists the detectors, and ServeConfig refuses it too."""
+    pytest.importorskip("facenet_pytorch")
+    import uvicorn
+
+    from lanfer.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["serve", "--port", str(port), "--detector", "mtcnn", "--min-face-size", "40", "--device", "cpu"]) \
+        in (0, None)
+    with TestClient(served["app"]) as c:
+        record = c.get("/v1/models").json()["models"][0]
+    assert record["detector"] == "MTCNNDetector" and record["min_face_size"] == 40
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--detector", "retinaface"])
+    assert e.value.code == 2 and "choose one of blazeface, mtcnn" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown face detector 'retinaface'; choose one of blazeface, mtcnn"):
+        ServeConfig(detector="retinaface")
 
 
 

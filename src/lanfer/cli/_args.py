@@ -31,6 +31,27 @@ def min_face_size(text: str) -> int:
     return v
 
 
+#: ``--detector``'s default: lanfer.faces.DEFAULT_DETECTOR (not imported here, which would load torch for
+#: ``lanfer --help``; tests/test_blazeface.py checks that the two agree).
+DETECTOR = "blazeface"
+
+
+def detector_name(text: str) -> str:
+    """argparse type: a registered face detector's name (``--detector``), or an error listing them."""
+    from ..faces import available_detectors
+
+    if text not in available_detectors():
+        raise argparse.ArgumentTypeError(f"unknown face detector {text!r}; choose one of "
+                                         f"{', '.join(available_detectors())}")
+    return text
+
+
+def add_detector_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", type=detector_name, default=DETECTOR, metavar="NAME",
+                   help=f"face detector: {DETECTOR} (default; fast, shipped in the package) or mtcnn (slower, "
+                        "needs pip install 'lanfer[faces]'); README, Face detectors")
+
+
 #: ``--smooth``'s default: lanfer.predict.predictor.SMOOTH (not imported here, which would load torch for
 #: ``lanfer --help``; tests/test_tracking.py checks that the two agree).
 SMOOTH = 0.5

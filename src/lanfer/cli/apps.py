@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._args import add_prior_tau_flag, min_face_size
+from ._args import add_detector_flag, add_prior_tau_flag, min_face_size
 
 
 def add_demo(sub) -> None:
@@ -61,8 +61,10 @@ def add_serve(sub) -> None:
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
     p.add_argument("--max-queue", type=int, default=256, help="faces waiting for the model (503 above)")
     p.add_argument("--detect-workers", type=int, default=2, help="threads running face detection")
+    add_detector_flag(p)
     p.add_argument("--min-face-size", type=min_face_size, metavar="PX",
-                   help="smallest face side searched for, in pixels (default 20); larger is faster")
+                   help="drop faces narrower than this, in pixels (default: none; MTCNN searches from 20, and "
+                        "larger is faster for it)")
     add_prior_tau_flag(p)
 
     def run(a):
@@ -71,7 +73,8 @@ def add_serve(sub) -> None:
         config = ServeConfig(host=a.host, port=a.port, token=a.token, max_upload_bytes=int(a.max_upload_mb * 2**20),
                              max_pixels=a.max_pixels, timeout_s=a.timeout, max_batch=a.max_batch,
                              max_wait_ms=a.max_wait_ms, max_queue_faces=a.max_queue, detect_workers=a.detect_workers,
-                             min_face_size=a.min_face_size, max_discard_bytes=int(a.max_discard_mb * 2**20))
+                             min_face_size=a.min_face_size, max_discard_bytes=int(a.max_discard_mb * 2**20),
+                             detector=a.detector)
         run_server(a.model, config, device=a.device, prior_tau=a.prior_tau)
 
     p.set_defaults(func=run)

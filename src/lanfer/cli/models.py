@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ._args import SMOOTH, add_prior_tau_flag, add_set_flag, frame_count, min_face_size, named_files, prior_tau_or_auto, \
-    smooth_factor
+from ._args import SMOOTH, add_detector_flag, add_prior_tau_flag, add_set_flag, frame_count, min_face_size, \
+    named_files, prior_tau_or_auto, smooth_factor
 
 
 def add_predict(sub) -> None:
@@ -33,9 +33,11 @@ def add_predict(sub) -> None:
                    help=f"videos: each tracked face's probabilities are a moving average, F x the previous ones + "
                         f"(1 - F) x this frame's, and its label their arg max (0: off; default {SMOOTH:g}); "
                         "photos are never smoothed")
+    add_detector_flag(p)
     p.add_argument("--min-face-size", type=min_face_size, metavar="PX",
-                   help="smallest face side searched for, in pixels (default 20); a larger value skips MTCNN's "
-                        "most expensive pyramid levels: 40 made video 1.7x faster (README, Performance)")
+                   help="drop faces narrower than this, in pixels (default: none; MTCNN searches from 20); with "
+                        "--detector mtcnn a larger value also skips its most expensive pyramid levels: 40 made "
+                        "video 1.7x faster (README, Performance)")
     p.add_argument("--batch-size", type=int, default=32, help="face crops per model call (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--onnx", metavar="MODEL.onnx", help="run this exported model in ONNX Runtime instead of PyTorch")
@@ -53,7 +55,7 @@ def add_predict(sub) -> None:
                                      detect=not a.no_detect, every_nth_frame=a.every_nth_frame, batch_size=a.batch_size,
                                      device=a.device, onnx=a.onnx, progress=not a.no_progress,
                                      min_face_size=a.min_face_size, prior_tau=a.prior_tau,
-                                     detect_every=a.detect_every, smooth=a.smooth)
+                                     detect_every=a.detect_every, smooth=a.smooth, detector=a.detector)
         print(summary)
         return 1 if table["status"].str.startswith("error").any() else 0  # some input could not be read
 

@@ -2,11 +2,12 @@
 
 A detector takes a list of RGB uint8 images and returns, per image, a list of :class:`Face` (box, score and
 five landmarks in image pixels). :class:`MTCNNDetector` wraps the MTCNN whose weights ship inside
-``facenet-pytorch==2.5.3`` (MIT; install with ``pip install 'lanfer[faces]'``). Other detectors (RetinaFace,
+``facenet-pytorch==2.5.3`` (MIT; install with ``pip install 'lanfer[faces]'``); the default,
+:class:`lanfer.faces.blazeface.BlazeFaceDetector`, lives in its own module. Other detectors (RetinaFace,
 SCRFD ...) plug in with :func:`register_detector` and are built by name with :func:`get_detector`::
 
     from lanfer.faces import get_detector
-    detector = get_detector("mtcnn", device="cpu")
+    detector = get_detector("mtcnn", device="cpu")   # or "blazeface", the default (lanfer.faces.blazeface)
     faces = detector.detect([image])[0]          # largest face first
     faces[0].landmarks                           # (5, 2): left eye, right eye, nose, left/right mouth
 """
@@ -83,6 +84,11 @@ class FaceDetector(Protocol):
 
 _DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
 
+#: The detector :func:`get_detector`, a Predictor, ``lanfer predict`` and ``lanfer serve`` use unless told
+#: otherwise (``detector=``, ``--detector``): BlazeFace, whose weights ship in the package
+#: (:mod:`lanfer.faces.blazeface`). ``"mtcnn"`` needs ``pip install 'lanfer[faces]'``.
+DEFAULT_DETECTOR = "blazeface"
+
 
 def register_detector(name: str):
     """Decorator: make a detector class or factory ``fn(**kwargs) -> FaceDetector`` available to
@@ -99,7 +105,7 @@ def available_detectors() -> list[str]:
     return sorted(_DETECTORS)
 
 
-def get_detector(name: str = "mtcnn", **kwargs) -> FaceDetector:
+def get_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> FaceDetector:
     """Build a registered detector by name, passing ``kwargs`` (e.g. ``device="cuda"``) to it."""
     if name not in _DETECTORS:
         raise ValueError(f"unknown face detector {name!r}; available: {', '.join(available_detectors())} "

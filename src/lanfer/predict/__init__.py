@@ -42,7 +42,7 @@ The package, one concern per module:
 """
 from .batching import TrackingOptions
 from .overlays import PALETTE, annotate, heat_overlay
-from .predictor import SMOOTH, Predictor, mtcnn_for, run_predict
+from .predictor import SMOOTH, Predictor, detector_for, mtcnn_for, run_predict
 from .record import LANDMARK_COLUMNS, STATUS_NO_FACE, STATUS_OK, FaceResult, table_columns, table_row
 from .runners import OnnxRunner, Runner, TorchRunner, open_onnx, read_onnx_metadata
 from .sources import VIDEO_EXTENSIONS
@@ -50,7 +50,8 @@ from .table import PredictionTable, summarize, write_table
 from .tracking import IoUTracker, ProbabilitySmoother
 
 __all__ = [
-    "Predictor", "run_predict", "mtcnn_for", "PredictionTable", "write_table", "summarize", "FaceResult", "table_row",
+    "Predictor", "run_predict", "detector_for", "mtcnn_for", "PredictionTable", "write_table", "summarize",
+    "FaceResult", "table_row",
     "table_columns", "annotate", "heat_overlay", "PALETTE", "TorchRunner", "OnnxRunner", "Runner", "open_onnx",
     "read_onnx_metadata", "VIDEO_EXTENSIONS", "LANDMARK_COLUMNS", "STATUS_OK", "STATUS_NO_FACE", "SMOOTH", "IoUTracker",
     "ProbabilitySmoother", "TrackingOptions",

@@ -15,7 +15,7 @@ from ..info import ModelInfo
 from ..model import load_model
 from ..data import EvalPreset
 from ..devices import resolve_device
-from ..faces import FaceDetector, get_detector
+from ..faces import DEFAULT_DETECTOR, FaceDetector, available_detectors, get_detector
 from .batching import TrackingOptions, _Run
 from .overlays import _Overlays
 from .record import table_columns
@@ -38,7 +38,7 @@ class Predictor:
     softmax (:mod:`lanfer.calibration`); None is the model's own (``info.prior_tau``), 0 the plain classifier.
     """
 
-    def __init__(self, runner: Runner, info: ModelInfo, detector: str | FaceDetector | None = "mtcnn",
+    def __init__(self, runner: Runner, info: ModelInfo, detector: str | FaceDetector | None = DEFAULT_DETECTOR,
                  device: str | torch.device = "cpu", backend: str = "torch", prior_tau: float | None = None):
         self.runner = runner
         self.info = info
@@ -50,6 +50,8 @@ class Predictor:
         self.preset = EvalPreset.from_info(info)  # size, normalisation and colour mode of training
         self.device = resolve_device(device)
         self.backend = backend
+        if isinstance(detector, str) and detector not in available_detectors():
+            get_detector(detector)  # raises now, naming the choices, rather than at the first picture
         self._detector_spec = detector
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
 
@@ -63,7 +65,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, name: str | None = None, device: str | torch.device = "auto",
-                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch",
+                        detector: str | FaceDetector | None = DEFAULT_DETECTOR, backend: str = "torch",
                         prior_tau: float | None = None) -> "Predictor":
         """A predictor for a model shipped with lanfer (``None``: the default; ``lanfer models`` lists them),
         offline."""
@@ -74,7 +76,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
-                        detector: str | FaceDetector | None = "mtcnn", backend: str = "torch",
+                        detector: str | FaceDetector | None = DEFAULT_DETECTOR, backend: str = "torch",
                         prior_tau: float | None = None) -> "Predictor":
         """A predictor for a lanfer model file (``.safetensors``), an exported ``.onnx`` file, or a shipped
         model's name (``None``: the default shipped model).
@@ -102,7 +104,7 @@ class Predictor:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, info: ModelInfo | dict[str, Any], device: str | torch.device = "cpu",
-                   detector: str | FaceDetector | None = "mtcnn", prior_tau: float | None = None) -> "Predictor":
+                   detector: str | FaceDetector | None = DEFAULT_DETECTOR, prior_tau: float | None = None) -> "Predictor":
         """A predictor for an in-memory model and its :class:`~lanfer.info.ModelInfo` (a dict with the model
         file's format-1 keys is read through the same codec)."""
         dev = resolve_device(device)
@@ -110,7 +112,7 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | Path | bytes, device: str | torch.device = "cpu",
-                  detector: str | FaceDetector | None = "mtcnn", session_options: Any = None,
+                  detector: str | FaceDetector | None = DEFAULT_DETECTOR, session_options: Any = None,
                   prior_tau: float | None = None) -> "Predictor":
         """A predictor running an ONNX model from ``lanfer export`` (a file, or the bytes of
         :func:`lanfer.export.export_model`) in ONNX Runtime; its record comes from the model's metadata.
@@ -181,7 +183,7 @@ class Predictor:
         tracking = TrackingOptions(detect_every, smooth, iou_threshold, max_missed)  # refuses bad values
         if detect and self.detector is None:
             raise ValueError("this Predictor has no face detector (detector=None): pass detect=False for aligned "
-                             "face crops, or build it with detector='mtcnn'")
+                             f"face crops, or build it with detector={DEFAULT_DETECTOR!r}")
         start = time.perf_counter()
         sources = expand_inputs(inputs, every_nth_frame)
         run = _Run(self, batch_size=batch_size, detect=detect, window=window, return_attention=return_attention,
@@ -221,13 +223,22 @@ class Predictor:
         return table_columns(self.classes, attention)
 
 
-def mtcnn_for(device: str | torch.device = "auto", min_face_size: int | None = None) -> str | FaceDetector:
-    """The ``detector`` argument of a Predictor: ``"mtcnn"`` (built on first use, its own defaults), or an
-    MTCNN on ``device`` searching faces from ``min_face_size`` pixels (``lanfer predict`` and ``lanfer serve``'s
-    ``--min-face-size``)."""
+def detector_for(name: str = DEFAULT_DETECTOR, device: str | torch.device = "auto",
+                 min_face_size: int | None = None) -> str | FaceDetector:
+    """The ``detector`` argument of a Predictor: the registered detector ``name`` (built on first use, its own
+    defaults), or that detector on ``device`` dropping faces under ``min_face_size`` pixels (``lanfer predict``
+    and ``lanfer serve``'s ``--detector`` and ``--min-face-size``; MTCNN also starts its search there).
+    An unknown name is refused here, with the list of detectors."""
+    if name not in available_detectors():
+        get_detector(name)  # raises ValueError naming the choices
     if min_face_size is None:
-        return "mtcnn"
-    return get_detector("mtcnn", device=str(resolve_device(device)), min_face_size=min_face_size)
+        return name
+    return get_detector(name, device=str(resolve_device(device)), min_face_size=min_face_size)
+
+
+def mtcnn_for(device: str | torch.device = "auto", min_face_size: int | None = None) -> str | FaceDetector:
+    """:func:`detector_for` MTCNN (kept for code written before BlazeFace became the default)."""
+    return detector_for("mtcnn", device, min_face_size)
 
 
 def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str | Path = "runs/predict", format: str = "csv",
@@ -235,7 +246,7 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
                 device: str = "auto", onnx: str | Path | None = None,
                 progress: bool = True, min_face_size: int | None = None,
                 prior_tau: float | None = None, detect_every: int = 1,
-                smooth: float = SMOOTH) -> tuple[PredictionTable, str]:
+                smooth: float = SMOOTH, detector: str = DEFAULT_DETECTOR) -> tuple[PredictionTable, str]:
     """``lanfer predict``: predict on ``inputs`` and write ``OUT/predictions.csv`` (or ``.json``) and, with
     ``overlay``, annotated images and videos in ``OUT/overlays/``. Returns the table and a summary text.
 
@@ -243,9 +254,10 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     ``onnx``: run this exported model in ONNX Runtime instead of the checkpoint's PyTorch weights; its
     classes must match the checkpoint's (a guard against a stale export).
     ``prior_tau``: the operating point (``--prior-tau``; None: the model's own, see :class:`Predictor`).
-    ``min_face_size``: the smallest face side MTCNN searches for, in pixels (default: the detector's, 20).
-    Most of the detector's time is its largest pyramid levels, which only small faces need: 40 made video
-    prediction 1.7x faster in ``benchmarks/bench_predict_video.py``.
+    ``detector``: the face detector's name (``--detector``; :func:`lanfer.faces.available_detectors`).
+    ``min_face_size``: faces narrower than this many pixels are dropped (default: none for BlazeFace; MTCNN
+    searches from 20). For MTCNN it also sets the search: most of its time is its largest pyramid levels, which
+    only small faces need: 40 made video prediction 1.7x faster in ``benchmarks/bench_predict_video.py``.
     ``detect_every``, ``smooth``: video tracking (``--detect-every``, ``--smooth``; see :meth:`Predictor.predict`).
     """
     from ..pretrained import resolve
@@ -257,16 +269,16 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     if min_face_size is not None and not detect:
         raise ConfigError("--min-face-size sets the face search, and --no-detect (detect=False) runs none: drop "
                           "one of them")
-    detector = mtcnn_for(device, min_face_size) if detect else None
+    detector_spec = detector_for(detector, device, min_face_size) if detect else None
     if onnx is not None:
-        predictor = Predictor.from_onnx(onnx, device=device, detector=detector, prior_tau=prior_tau)
+        predictor = Predictor.from_onnx(onnx, device=device, detector=detector_spec, prior_tau=prior_tau)
         if str(checkpoint) != str(onnx) and not str(checkpoint).endswith(".onnx"):
             want = read_model_info(checkpoint).classes
             if want != predictor.classes:
                 raise CheckpointError(f"{onnx} has classes {predictor.classes} but {checkpoint} has {want}; "
                                       f"re-export it with lanfer export {checkpoint} --format onnx --out {onnx}")
     else:
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector, prior_tau=prior_tau)
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector_spec, prior_tau=prior_tau)
     # A bare number that is not a file is a camera index (lanfer predict CKPT 0).
     inputs = [int(i) if isinstance(i, str) and i.isascii() and i.isdigit() and not Path(i).exists() else i
               for i in inputs]

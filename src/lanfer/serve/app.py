@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..predict import SMOOTH, STATUS_NO_FACE, STATUS_OK, FaceResult, Predictor, annotate, heat_overlay, mtcnn_for, \
-    table_row
+from ..predict import SMOOTH, STATUS_NO_FACE, STATUS_OK, FaceResult, Predictor, annotate, detector_for, \
+    heat_overlay, table_row
 from .batcher import Batcher, QueueFull
 from .limits import ApiError, ServeConfig, decode_image
 from .streams import Streams
@@ -56,7 +56,7 @@ class Service:
     def __init__(self, predictor: Predictor, config: ServeConfig, name: str):
         self.predictor, self.config, self.name = predictor, config, name
         if predictor.detector is None:  # built here, once, not by two detection threads at once
-            raise ValueError("lanfer serve needs a Predictor with a face detector (detector='mtcnn')")
+            raise ValueError("lanfer serve needs a Predictor with a face detector (detector='blazeface' or 'mtcnn')")
         self.columns = predictor.columns()
         self.detect_pool = ThreadPoolExecutor(config.detect_workers, thread_name_prefix="lanfer-detect")
         self.batcher: Batcher[np.ndarray, tuple] = Batcher(self._classify, config.max_batch,
@@ -299,8 +299,8 @@ def run_server(model: str | None = None, config: ServeConfig | None = None, devi
     config = config or ServeConfig()
     _check_port_free(config.host, config.port)  # before the model loads, and before the URL is printed
     path = resolve(model)
-    predictor = Predictor.from_checkpoint(path, device=device, detector=mtcnn_for(device, config.min_face_size),
-                                          prior_tau=prior_tau)
+    predictor = Predictor.from_checkpoint(path, device=device, prior_tau=prior_tau,
+                                          detector=detector_for(config.detector, device, config.min_face_size))
     name = find(model).name if model is None or is_shipped_name(model) else Path(path).stem
     app = create_app(predictor, config, name=name)
     url = f"http://{config.host}:{config.port}/"

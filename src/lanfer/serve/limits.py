@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ConfigError
-from ..faces import MTCNN_MIN_FACE
+from ..faces import DEFAULT_DETECTOR, MTCNN_MIN_FACE, available_detectors
 
 #: The environment variable ``lanfer serve`` reads the bearer token from when ``--token`` is not given.
 TOKEN_ENV = "LANFER_TOKEN"
@@ -49,8 +49,9 @@ class ServeConfig:
         max_queue_faces: faces waiting for the model; a request that would overflow it is 503.
         max_pending: requests admitted at once (decoding, detecting or waiting for the model); beyond is 503.
         detect_workers: threads running face detection (off the event loop).
-        min_face_size: the smallest face side MTCNN searches for, in pixels (None: its default, 20); larger
-            is faster (see ``lanfer predict --min-face-size``).
+        min_face_size: faces narrower than this many pixels are dropped (None: none; MTCNN searches from 20,
+            and larger is faster for it; see ``lanfer predict --min-face-size``).
+        detector: the face detector's name (:data:`lanfer.faces.DEFAULT_DETECTOR`, BlazeFace, or ``"mtcnn"``).
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +68,7 @@ class ServeConfig:
     max_pending: int = 32
     detect_workers: int = 2
     min_face_size: int | None = None
+    detector: str = DEFAULT_DETECTOR
 
     def __post_init__(self):
         for name in ("max_upload_bytes", "max_pixels", "max_files", "max_batch", "max_queue_faces", "max_pending",
@@ -81,6 +83,9 @@ class ServeConfig:
         if self.min_face_size is not None and int(self.min_face_size) < MTCNN_MIN_FACE:
             raise ConfigError(f"serve: min_face_size must be >= {MTCNN_MIN_FACE} pixels (MTCNN's smallest window), "
                               f"got {self.min_face_size}")
+        if self.detector not in available_detectors():
+            raise ConfigError(f"serve: unknown face detector {self.detector!r}; choose one of "
+                              f"{', '.join(available_detectors())}")
         if self.max_queue_faces < self.max_batch:
             raise ConfigError(f"serve: max_queue_faces ({self.max_queue_faces}) must hold at least one batch "
                              f"(max_batch={self.max_batch})")
