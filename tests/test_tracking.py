@@ -313,7 +313,7 @@ def test_cli_track_ids_in_csv_and_json(checkpoint, two_faces, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["predict", str(checkpoint), str(tmp_path / "two.png"), str(video), "--out", str(out),
                "--detect-every", "2", "--smooth", "0.3", "--no-progress", "--device", "cpu", "--format", "json"])
-    assert rc == 0
+    assert rc == 0 and "12 faces in 6 frames (0 without a face), 2 tracks" in capsys.readouterr().out
     rows = json.loads((out / "predictions.json").read_text())
     assert [r["track_id"] for r in rows if r["source"].endswith("two.png")] == [None, None]
     vid = [r for r in rows if r["source"] == str(video)]

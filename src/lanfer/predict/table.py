@@ -140,6 +140,9 @@ def summarize(table: PredictionTable, max_sources: int = 20) -> str:
         what = f"{len(ok)} face{'s' * (len(ok) != 1)}"
         if frames > 1:
             what += f" in {frames} frames ({(g['status'] == STATUS_NO_FACE).sum()} without a face)"
+        tracks = ok["track_id"].nunique() if "track_id" in ok.columns else 0
+        if tracks:
+            what += f", {tracks} track{'s' * (tracks != 1)}"
         bad = g[(g["status"] != STATUS_OK) & (g["status"] != STATUS_NO_FACE)]["status"].unique()
         if frames == 1 and len(ok) == 0:
             what = g["status"].iloc[0]
