@@ -9,8 +9,8 @@ lanfer's synthetic face renderer. Each configuration runs ``Predictor.predict`` 
 smoothing on, the default ``smooth``) and writes ``predictions.csv``; the time is the wall time of both,
 after one warm-up run on the same video.
 
-    python benchmarks/bench_video_realtime.py                                   # MTCNN, k = 1, 3, 6; 1-3 faces
-    python benchmarks/bench_video_realtime.py --detectors mtcnn,blazeface --every 1,4 --frames 60
+    python benchmarks/bench_video_realtime.py                                   # both detectors, k = 1, 3, 6; 1-3 faces
+    python benchmarks/bench_video_realtime.py --detectors blazeface --every 1,4 --frames 60
     python benchmarks/bench_video_realtime.py --out results/video/realtime.json
 """
 from __future__ import annotations
@@ -94,8 +94,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30, help="frames per video (default 30)")
     ap.add_argument("--faces", default="1,2,3", help="face counts, one video each (default 1,2,3)")
     ap.add_argument("--every", default="1,3,6", help="detect_every values; 1 is no reuse (default 1,3,6)")
-    ap.add_argument("--detectors", default="mtcnn", help="detector names, comma-separated (default mtcnn); a name "
-                                                          "this lanfer does not have is reported and skipped")
+    ap.add_argument("--detectors", default="mtcnn,blazeface",
+                    help="detector names, comma-separated (default mtcnn,blazeface: the old and the new default, in "
+                         "one run); a name this lanfer does not have is reported and skipped")
     ap.add_argument("--side", type=int, default=160, help="face picture side in pixels (default 160)")
     ap.add_argument("--batch", type=int, default=32, help="face crops per classifier call (default 32)")
     ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
