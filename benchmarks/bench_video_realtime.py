@@ -99,8 +99,11 @@ def main() -> None:
                          "one run); a name this lanfer does not have is reported and skipped")
     ap.add_argument("--side", type=int, default=160, help="face picture side in pixels (default 160)")
     ap.add_argument("--batch", type=int, default=32, help="face crops per classifier call (default 32)")
-    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--backend", default="torch",
+                    help="the classifier, comma-separated: torch (PyTorch), onnx (ONNX Runtime on the shipped model "
+                         "exported in memory), or torch,onnx for both in one run (default torch)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads, and ONNX Runtime's with --backend onnx (default: each library's own)")
     ap.add_argument("--out", help="write the results as JSON")
     a = ap.parse_args()
     if a.threads:
@@ -108,6 +111,9 @@ def main() -> None:
     faces = [int(v) for v in a.faces.split(",")]
     everies = [int(v) for v in a.every.split(",")]
     detectors = [d for d in a.detectors.split(",") if d]
+    backends = [b for b in a.backend.split(",") if b]
+    if not backends or set(backends) - {"torch", "onnx"}:
+        ap.error(f"--backend takes torch, onnx or torch,onnx, got {a.backend!r}")
     print(machine_header())
     missing = [d for d in detectors if d not in available_detectors()]
     if missing:
@@ -122,30 +128,48 @@ def main() -> None:
             write_video(videos[n], patches[:n], a.frames)
         print(f"videos: {a.frames} frames {WIDTH}x{HEIGHT}, 1 per face count {faces}, {what.split(' ', 1)[1]} "
               f"({a.side} px); classifier {a.backend}, batch {a.batch}; torch threads {torch.get_num_threads()}")
-        for name in detectors:
-            predictor = Predictor.from_pretrained(device="cpu", detector=get_detector(name, device="cpu"),
-                                                  backend=a.backend)
-            for n in faces:
-                run(predictor, videos[n], Path(tmp) / "warm.csv", 1, a.batch)  # warm-up: weights, kernels, sizes
-                for every in everies:
-                    r = run(predictor, videos[n], Path(tmp) / "predictions.csv", every, a.batch)
-                    rows.append({"detector": name, "faces_per_frame": n, "detect_every": every, **r})
-                    print(f"  {name:<10} {n} face(s) detect_every {every}: {r['frames_per_s']:.2f} frames/s "
-                          f"({r['faces']} faces, {r['tracks']} tracks)", flush=True)
-    print(f"\n{'detector':<10} {'faces':>5} {'every':>5} {'frames/s':>9} {'vs k=1':>7} {'detect s':>9} "
+        onnx = None
+        if "onnx" in backends:  # exported once, in memory; ONNX Runtime held to --threads like torch
+            import onnxruntime as ort
+
+            from lanfer.export import export_model
+            from lanfer.model import load_model
+            from lanfer.pretrained import find
+
+            model, info = load_model(find().path, device="cpu")
+            onnx = export_model(model, info, info.input_size)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = options.inter_op_num_threads = a.threads or 0
+        for backend in backends:
+            for name in detectors:
+                detector = get_detector(name, device="cpu")
+                predictor = (Predictor.from_pretrained(device="cpu", detector=detector) if backend == "torch" else
+                             Predictor.from_onnx(onnx, device="cpu", detector=detector, session_options=options))
+                for n in faces:
+                    run(predictor, videos[n], Path(tmp) / "warm.csv", 1, a.batch)  # warm-up: weights, kernels, sizes
+                    for every in everies:
+                        r = run(predictor, videos[n], Path(tmp) / "predictions.csv", every, a.batch)
+                        rows.append({"backend": backend, "detector": name, "faces_per_frame": n,
+                                     "detect_every": every, **r})
+                        print(f"  {backend:<5} {name:<10} {n} face(s) detect_every {every}: {r['frames_per_s']:.2f} "
+                              f"frames/s ({r['faces']} faces, {r['tracks']} tracks)", flush=True)
+    print(f"\n{'backend':<7} {'detector':<10} {'faces':>5} {'every':>5} {'frames/s':>9} {'vs k=1':>7} {'detect s':>9} "
           f"{'align s':>8} {'classify s':>11} {'read s':>7} {'faces':>6} {'tracks':>6}")
     for r in rows:
-        base = next(b for b in rows if b["detector"] == r["detector"] and b["faces_per_frame"] == r["faces_per_frame"]
-                    and b["detect_every"] == min(everies))
+        base = next(b for b in rows if b["backend"] == r["backend"] and b["detector"] == r["detector"]
+                    and b["faces_per_frame"] == r["faces_per_frame"] and b["detect_every"] == min(everies))
         r["speedup_vs_every_min"] = round(r["frames_per_s"] / base["frames_per_s"], 3)
-        print(f"{r['detector']:<10} {r['faces_per_frame']:>5} {r['detect_every']:>5} {r['frames_per_s']:9.2f} "
+        print(f"{r['backend']:<7} {r['detector']:<10} {r['faces_per_frame']:>5} {r['detect_every']:>5} {r['frames_per_s']:9.2f} "
               f"{r['speedup_vs_every_min']:6.2f}x {r['detect_s']:9.2f} {r['align_pose_s']:8.2f} "
               f"{r['classify_s']:11.2f} {r['read_s']:7.2f} {r['faces']:6d} {r['tracks']:6d}")
-    best = max(rows, key=lambda r: r["frames_per_s"])
-    worst = min(rows, key=lambda r: r["frames_per_s"])
-    print(f"640x480 end to end: {worst['frames_per_s']:.2f} to {best['frames_per_s']:.2f} frames/s "
-          f"(best: {best['detector']}, {best['faces_per_frame']} face(s), detect_every {best['detect_every']}) "
-          f"on {cpu_model()}, {usable_cpus()} cores")
+    # the summary (run_all.py's key figure): the best configuration for each face count
+    best = []
+    for n in faces:
+        b = max((r for r in rows if r["faces_per_frame"] == n), key=lambda r: r["frames_per_s"])
+        best.append(f"{n} face{'s' * (n > 1)} {b['frames_per_s']:.1f} ({b['detector']}, {b['backend']}, "
+                    f"detect_every {b['detect_every']})")
+    print(f"640x480 end to end, best frames/s: {'; '.join(best)}; {cpu_model()}, {usable_cpus()} cores, "
+          f"{torch.get_num_threads()} torch thread(s)")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         with open(a.out, "w") as fh:
