@@ -328,3 +328,36 @@ def test_cli_track_ids_in_csv_and_json(checkpoint, two_faces, tmp_path, capsys):
             main(["predict", str(video), *bad])
         assert e.value.code == 2
     assert "expected" in capsys.readouterr().err
+
+
+def test_overlays_name_the_track():
+    from lanfer.predict import annotate
+
+    image = np.zeros((200, 300, 3), np.uint8)
+    probs = np.eye(7)[3]
+    box = (20, 100, 120, 190)
+    plain = annotate(image, [dict(box=box, probs=probs)], CLASSES)
+    tracked = annotate(image, [dict(box=box, probs=probs, track_id=3)], CLASSES)
+
+    def label_width(out):  # the label's band above the box: the columns with any drawn pixel
+        return int((out[70:98, :].max(axis=(0, 2)) > 0).sum())
+
+    assert label_width(tracked) > label_width(plain) > 20  # "#3 happy 1.00" is longer than "happy 1.00"
+
+
+def test_cli_backend_onnx_gives_the_torch_rows(checkpoint, two_faces, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from lanfer.cli import main
+
+    video = _write_video(tmp_path / "clip.mp4", [np.roll(two_faces, 2 * i, axis=1) for i in range(4)])
+    tables = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        rc = main(["predict", str(checkpoint), str(video), "--out", str(out), "--backend", backend, "--detect-every",
+                   "2", "--no-progress", "--device", "cpu"])
+        assert rc == 0 and f"frames/s, {backend})" in capsys.readouterr().out  # the summary names the backend
+        tables[backend] = pd.read_csv(out / "predictions.csv")
+    t, o = tables["torch"], tables["onnx"]
+    assert len(t) == 8 and t["track_id"].tolist() == o["track_id"].tolist()
+    prob = [f"prob_{c}" for c in CLASSES]
+    assert np.abs(t[prob].to_numpy() - o[prob].to_numpy()).max() < 1e-4

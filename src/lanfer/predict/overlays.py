@@ -54,7 +54,8 @@ def _font(size: int):
 
 
 def annotate(image: np.ndarray, faces: Sequence[FaceResult | Mapping[str, Any]], classes: Sequence[str]) -> np.ndarray:
-    """Draw faces onto a copy of ``image`` (H, W, 3) uint8: a box per face, ``label probability`` above it, and
+    """Draw faces onto a copy of ``image`` (H, W, 3) uint8: a box per face, ``label probability`` above it
+    (``#track_id label probability`` for a tracked video face), and
     an inset beside it with the aligned crop under its attention heat map (F_m upsampled) and a bar chart
     of the class probabilities. Insets go where they cover the fewest faces and other insets.
 
@@ -78,10 +79,10 @@ def annotate(image: np.ndarray, faces: Sequence[FaceResult | Mapping[str, Any]],
         rect = _place_inset(box, face.crop is not None, taken, width, height)
         _inset(canvas, draw, face, p, classes, rect)
         taken.append(rect)
-    for (x1, y1, x2, y2), p, color in zip(boxes, probs, colors):
+    for face, (x1, y1, x2, y2), p, color in zip(records, boxes, probs, colors):
         k = int(np.argmax(p))
         font = _font(int(np.clip((x2 - x1) / 7, 9, 28)))
-        text = f"{classes[k]} {p[k]:.2f}"
+        text = f"{classes[k]} {p[k]:.2f}" if face.track_id is None else f"#{face.track_id} {classes[k]} {p[k]:.2f}"
         l, t, r, b = draw.textbbox((0, 0), text, font=font)
         ty = y1 - (b - t) - 4 if y1 - (b - t) - 4 >= 0 else y1
         draw.rectangle([x1, ty, x1 + (r - l) + 4, ty + (b - t) + 4], fill=color + (220,))

@@ -246,7 +246,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
                 device: str = "auto", onnx: str | Path | None = None,
                 progress: bool = True, min_face_size: int | None = None,
                 prior_tau: float | None = None, detect_every: int = 1,
-                smooth: float = SMOOTH, detector: str = DEFAULT_DETECTOR) -> tuple[PredictionTable, str]:
+                smooth: float = SMOOTH, detector: str = DEFAULT_DETECTOR,
+                backend: str = "torch") -> tuple[PredictionTable, str]:
     """``lanfer predict``: predict on ``inputs`` and write ``OUT/predictions.csv`` (or ``.json``) and, with
     ``overlay``, annotated images and videos in ``OUT/overlays/``. Returns the table and a summary text.
 
@@ -255,6 +256,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     classes must match the checkpoint's (a guard against a stale export).
     ``prior_tau``: the operating point (``--prior-tau``; None: the model's own, see :class:`Predictor`).
     ``detector``: the face detector's name (``--detector``; :func:`lanfer.faces.available_detectors`).
+    ``backend``: ``"onnx"`` exports the checkpoint in memory and runs it in ONNX Runtime (``--backend onnx``;
+    with ``onnx=`` the file is run in ONNX Runtime anyway).
     ``min_face_size``: faces narrower than this many pixels are dropped (default: none for BlazeFace; MTCNN
     searches from 20). For MTCNN it also sets the search: most of its time is its largest pyramid levels, which
     only small faces need: 40 made video prediction 1.7x faster in ``benchmarks/bench_predict_video.py``.
@@ -278,7 +281,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
                 raise CheckpointError(f"{onnx} has classes {predictor.classes} but {checkpoint} has {want}; "
                                       f"re-export it with lanfer export {checkpoint} --format onnx --out {onnx}")
     else:
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector_spec, prior_tau=prior_tau)
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, detector=detector_spec, prior_tau=prior_tau,
+                                              backend=backend)
     # A bare number that is not a file is a camera index (lanfer predict CKPT 0).
     inputs = [int(i) if isinstance(i, str) and i.isascii() and i.isdigit() and not Path(i).exists() else i
               for i in inputs]
