@@ -16,6 +16,7 @@ The package, one concern per module:
 * ``limits``: :class:`ServeConfig` (limits, batching, token), :class:`ApiError` and the decoder of uploads;
 * ``uploads``: multipart bodies read into memory with a byte limit (nothing is written to disk);
 * ``batcher``: :class:`Batcher`, faces of many requests in one model call, with a bounded queue;
+* ``streams``: the page's webcam streams (``?stream=ID``): tracks and smoothing across a stream's frames;
 * ``app``: the routes, the token check, :func:`create_app` and :func:`run_server`;
 * ``process``: :func:`serve_in_subprocess`, a server in a child process (tests, benchmarks, notebooks);
 * ``static/``: the page (plain HTML, JS and CSS, no build step, no CDN) and the API reference page.
