@@ -7,7 +7,7 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
                  "#bcbd22", "#17becf"];
 const state = { classes: [], columns: [], rows: [], shots: 0,
                 // webcam live mode: one frame in flight at a time, tracked and smoothed by the server's stream
-                live: { on: false, id: "", frames: 0, started: 0, lastRows: [], lastMs: 0, errors: 0 } };
+                live: { on: false, id: "", frames: 0, started: 0, lastRows: [], lastMs: 0, errors: 0, run: 0 } };
 // Live frames are sent at most this wide (a webcam's 640x480 as it is): the server's time grows with pixels.
 const LIVE_MAX_WIDTH = 640;
 const $ = (id) => document.getElementById(id);
@@ -251,8 +251,10 @@ function grabFrame(video) {
 }
 
 async function liveLoop() {
-  const live = state.live, video = $("video");
-  while (live.on) {
+  // A stop and a quick restart must not leave the old loop running beside the new one: each loop has a number.
+  const live = state.live, video = $("video"), run = ++live.run;
+  const going = () => live.on && live.run === run;
+  while (going()) {
     if (!video.videoWidth) { await new Promise((r) => setTimeout(r, 100)); continue; }
     const frame = await grabFrame(video);
     const form = new FormData();
@@ -266,7 +268,7 @@ async function liveLoop() {
       r = null;
       body = { detail: e.message };
     }
-    if (!live.on) break;
+    if (!going()) break;
     if (!r || !r.ok) {
       // busy (503): wait as the server says and go on; anything else stops live mode with the server's words
       if (r && r.status === 503 && live.errors < 20) {
