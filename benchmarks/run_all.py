@@ -122,7 +122,7 @@ BENCHES = [
     # needs the face-api photos (tests fetch them) or falls back to what the script says; 8 frames, 2 per call
     Bench("bench_predict_video.py", ["--frames", "8", "--width", "480", "--window", "4", "--threads", "1"],
           _predict_video),
-    # 640x480 video end to end, MTCNN and BlazeFace, 1 and 3 faces, detect_every 1 and 4, 16 frames each (~2 min)
+    # 640x480 video end to end, MTCNN and BlazeFace, 1 and 3 faces, detect_every 1 and 4, 16 frames each (~35 s)
     Bench("bench_video_realtime.py", ["--frames", "16", "--faces", "1,3", "--every", "1,4", "--threads", "1"],
           last_line),
     Bench("bench_synth_separability.py", ["--identities", "8", "--size", "64", "--pixels", "16"], _separability),
