@@ -6,8 +6,10 @@ Each video is written with OpenCV: 1, 2 or 3 faces on a grey 640x480 frame, drif
 (so that no two frames are equal and the tracker has work). The faces are cut from the face-api demo photo
 sample1.jpg when the tests have cached it (``~/.cache/lanfer/face-api``; its three people), else rendered by
 lanfer's synthetic face renderer. Each configuration runs ``Predictor.predict`` on the file (tracking and
-smoothing on, the default ``smooth``) and writes ``predictions.csv``; the time is the wall time of both,
-after one warm-up run on the same video.
+smoothing on, the default ``smooth`` or those of ``--smooth``) and writes ``predictions.csv``; the time is the
+wall time of both, after one warm-up run on the same video. Each row also counts the label changes along the
+tracks (a track's label on a frame differing from its label on the track's previous frame): the faces do not
+change expression, so every change is jitter that smoothing should remove.
 
     python benchmarks/bench_video_realtime.py                                   # both detectors, k = 1, 3, 6; 1-3 faces
     python benchmarks/bench_video_realtime.py --detectors blazeface --every 1,4 --frames 60
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import cpu_model, machine_header, usable_cpus  # noqa: E402  (benchmarks/ is on sys.path)
 
 from lanfer.faces import available_detectors, get_detector  # noqa: E402
-from lanfer.predict import Predictor, write_table  # noqa: E402
+from lanfer.predict import SMOOTH, Predictor, write_table  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 
@@ -77,15 +79,20 @@ def write_video(path: Path, patches: list[np.ndarray], frames: int, fps: int = 2
     out.release()
 
 
-def run(predictor: Predictor, video: Path, out_csv: Path, every: int, batch: int) -> dict:
+def run(predictor: Predictor, video: Path, out_csv: Path, every: int, batch: int, smooth: float = SMOOTH) -> dict:
     t = time.perf_counter()
-    table = predictor.predict(str(video), batch_size=batch, progress=False, detect_every=every)
+    table = predictor.predict(str(video), batch_size=batch, progress=False, detect_every=every, smooth=smooth)
     write_table(table, out_csv)
     wall = time.perf_counter() - t
     frames = table.attrs["frames"]
     ok = table[table["status"] == "ok"]
+    # label stability: how often a track's label differs from its label on the track's previous frame
+    changes = int(sum((g["label"].to_numpy()[1:] != g["label"].to_numpy()[:-1]).sum()
+                      for _, g in ok.sort_values("frame").groupby("track_id")))
     return {"frames": frames, "detected_frames": table.attrs["detected_frames"], "faces": len(ok),
-            "tracks": int(ok["track_id"].nunique()), "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 3),
+            "tracks": int(ok["track_id"].nunique()), "label_changes": changes,
+            "label_changes_per_100_faces": round(100 * changes / max(len(ok), 1), 2),
+            "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 3),
             **{k: round(float(v), 3) for k, v in table.attrs["timing"].items()}}
 
 
@@ -94,6 +101,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30, help="frames per video (default 30)")
     ap.add_argument("--faces", default="1,2,3", help="face counts, one video each (default 1,2,3)")
     ap.add_argument("--every", default="1,3,6", help="detect_every values; 1 is no reuse (default 1,3,6)")
+    ap.add_argument("--smooth", default=str(SMOOTH),
+                    help=f"smoothing factors, comma-separated (default {SMOOTH:g}, lanfer's); e.g. 0,0.5 to see what "
+                         "smoothing does to the label changes along each track")
     ap.add_argument("--detectors", default="mtcnn,blazeface",
                     help="detector names, comma-separated (default mtcnn,blazeface: the old and the new default, in "
                          "one run); a name this lanfer does not have is reported and skipped")
@@ -110,6 +120,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     faces = [int(v) for v in a.faces.split(",")]
     everies = [int(v) for v in a.every.split(",")]
+    smooths = [float(v) for v in a.smooth.split(",")]
     detectors = [d for d in a.detectors.split(",") if d]
     backends = [b for b in a.backend.split(",") if b]
     if not backends or set(backends) - {"torch", "onnx"}:
@@ -148,20 +159,24 @@ def main() -> None:
                 for n in faces:
                     run(predictor, videos[n], Path(tmp) / "warm.csv", 1, a.batch)  # warm-up: weights, kernels, sizes
                     for every in everies:
-                        r = run(predictor, videos[n], Path(tmp) / "predictions.csv", every, a.batch)
-                        rows.append({"backend": backend, "detector": name, "faces_per_frame": n,
-                                     "detect_every": every, **r})
-                        print(f"  {backend:<5} {name:<10} {n} face(s) detect_every {every}: {r['frames_per_s']:.2f} "
-                              f"frames/s ({r['faces']} faces, {r['tracks']} tracks)", flush=True)
-    print(f"\n{'backend':<7} {'detector':<10} {'faces':>5} {'every':>5} {'frames/s':>9} {'vs k=1':>7} {'detect s':>9} "
-          f"{'align s':>8} {'classify s':>11} {'read s':>7} {'faces':>6} {'tracks':>6}")
+                        for smooth in smooths:
+                            r = run(predictor, videos[n], Path(tmp) / "predictions.csv", every, a.batch, smooth)
+                            rows.append({"backend": backend, "detector": name, "faces_per_frame": n,
+                                         "detect_every": every, "smooth": smooth, **r})
+                            print(f"  {backend:<5} {name:<10} {n} face(s) detect_every {every} smooth {smooth:g}: "
+                                  f"{r['frames_per_s']:.2f} frames/s ({r['faces']} faces, {r['tracks']} tracks, "
+                                  f"{r['label_changes']} label changes)", flush=True)
+    print(f"\n{'backend':<7} {'detector':<10} {'faces':>5} {'every':>5} {'smooth':>6} {'frames/s':>9} {'vs k=1':>7} "
+          f"{'detect s':>9} {'align s':>8} {'classify s':>11} {'read s':>7} {'faces':>6} {'tracks':>6} {'changes':>7}")
     for r in rows:
         base = next(b for b in rows if b["backend"] == r["backend"] and b["detector"] == r["detector"]
-                    and b["faces_per_frame"] == r["faces_per_frame"] and b["detect_every"] == min(everies))
+                    and b["faces_per_frame"] == r["faces_per_frame"] and b["smooth"] == r["smooth"]
+                    and b["detect_every"] == min(everies))
         r["speedup_vs_every_min"] = round(r["frames_per_s"] / base["frames_per_s"], 3)
-        print(f"{r['backend']:<7} {r['detector']:<10} {r['faces_per_frame']:>5} {r['detect_every']:>5} {r['frames_per_s']:9.2f} "
-              f"{r['speedup_vs_every_min']:6.2f}x {r['detect_s']:9.2f} {r['align_pose_s']:8.2f} "
-              f"{r['classify_s']:11.2f} {r['read_s']:7.2f} {r['faces']:6d} {r['tracks']:6d}")
+        print(f"{r['backend']:<7} {r['detector']:<10} {r['faces_per_frame']:>5} {r['detect_every']:>5} "
+              f"{r['smooth']:>6g} {r['frames_per_s']:9.2f} {r['speedup_vs_every_min']:6.2f}x {r['detect_s']:9.2f} "
+              f"{r['align_pose_s']:8.2f} {r['classify_s']:11.2f} {r['read_s']:7.2f} {r['faces']:6d} {r['tracks']:6d} "
+              f"{r['label_changes']:7d}")
     # the summary (run_all.py's key figure): the best configuration for each face count
     best = []
     for n in faces:
