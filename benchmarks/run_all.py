@@ -125,6 +125,8 @@ BENCHES = [
     # 640x480 video end to end, MTCNN and BlazeFace, 1 and 3 faces, detect_every 1 and 4, 16 frames each (~35 s)
     Bench("bench_video_realtime.py", ["--frames", "16", "--faces", "1,3", "--every", "1,4", "--threads", "1"],
           last_line),
+    # BlazeFace vs MTCNN: recall on the six face-api photos (22 faces) and ms per 640x480 frame (~1 min)
+    Bench("bench_detectors.py", ["--reps", "5", "--threads", "1"], last_line),
     Bench("bench_synth_separability.py", ["--identities", "8", "--size", "64", "--pixels", "16"], _separability),
     # its sets are fixed (the demo's two at 112 px, then --size); the largest single item here (~1-2 min)
     Bench("bench_synth_speed.py", ["--size", "64"], _synth_speed),

@@ -95,7 +95,7 @@ def test_detector_reproduces_humans_faces(photo, human):
     reports them) to its whole-pixel rounding."""
     cfg = human["config"]
     det = BlazeFaceDetector(min_score=cfg["minConfidence"], iou_threshold=cfg["iouThreshold"],
-                            max_faces=cfg["maxDetected"], tiles="none")
+                            max_faces=cfg["maxDetected"], tiles="none", refine=False)
     ours = det.detect([photo])[0]
     assert len(ours) == len(human["faces"]) == 3
     for f in human["faces"]:
@@ -251,7 +251,8 @@ def test_blazeface_is_the_default_and_mtcnn_still_works(photo, tmp_path, capsys)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([*args, "--detector", "nope"])
-    assert e.value.code == 2 and "unknown face detector 'nope'; choose one of blazeface, mtcnn" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unknown face detector 'nope'; choose one of blazeface, mtcnn" in err
     pytest.importorskip("facenet_pytorch")
     mt = Predictor.from_pretrained(device="cpu", detector="mtcnn")
     assert type(mt.detector).__name__ == "MTCNNDetector"
@@ -259,3 +260,25 @@ def test_blazeface_is_the_default_and_mtcnn_still_works(photo, tmp_path, capsys)
     assert main([*args, "--out", str(tmp_path / "m"), "--detector", "mtcnn"]) == 0
     found = pd.read_csv(tmp_path / "m" / "predictions.csv")
     assert (found["status"] == "ok").sum() >= 2
+
+
+def test_second_look_places_the_keypoints_of_a_face_that_fills_the_picture(photo):
+    """A face cut tight and blown up to fill the picture: with ``refine`` its keypoints land (back in the photo's
+    pixels) nearer where the detector puts them in the whole photo, where the face is small, than without."""
+    det, plain = get_detector("blazeface"), get_detector("blazeface", refine=False)
+    errs = {"refine": [], "plain": []}
+    for f in det.detect([photo])[0]:
+        c, s = (np.asarray(f.box[:2]) + f.box[2:]) / 2, 1.3 * f.width
+        x0, y0 = c - s / 2
+        scale = 192 / s
+        m = np.array([[scale, 0, -scale * x0], [0, scale, -scale * y0]])
+        from lanfer.faces import warp
+
+        crop = warp(photo, m, 192, border="replicate")
+        for name, d in (("refine", det), ("plain", plain)):
+            found = d.detect([crop])[0]
+            assert len(found) >= 1, name
+            back = found[0].keypoints[:4] / scale + [x0, y0]  # eyes, nose, mouth in the photo's pixels
+            errs[name].append(np.abs(back - f.keypoints[:4]).max() / f.width)
+    assert np.mean(errs["refine"]) < np.mean(errs["plain"]), errs
+    assert max(errs["refine"]) < 0.2, errs

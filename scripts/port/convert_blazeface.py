@@ -21,7 +21,8 @@ residual, and two heads (16x16 and 8x8) whose outputs the graph reshapes NHWC to
    port, and records the largest difference of the 896x17 raw outputs;
 2. the original pipeline: ``@vladmandic/human`` 3.3.6's face detector (``scripts/port/blazeface_human_run.cjs``,
    human's own ``blazeface.ts`` decoding, anchors and NMS in tfjs) on the photo, and compares its boxes,
-   keypoints and scores with lanfer's :class:`BlazeFaceDetector` (no tiling, hard NMS at human's thresholds).
+   keypoints and scores with lanfer's :class:`BlazeFaceDetector` (no tiles, no second look, hard NMS at
+   human's thresholds).
 The numbers go to ``results/port/blazeface.json``; ``--record-test`` also writes the fixture that
 ``tests/test_blazeface.py`` compares the shipped port against.
 """
@@ -203,7 +204,7 @@ def check(package: Path, out: Path, node_modules: Path, record_test: bool) -> di
 
     model_json = package / "models/blazeface.json"
     image = np.asarray(Image.open(PHOTO).convert("RGB"))
-    detector = BlazeFaceDetector(weights=out, tiles="none", min_score=0.5, iou_threshold=0.3)
+    detector = BlazeFaceDetector(weights=out, tiles="none", refine=False, min_score=0.5, iou_threshold=0.3)
     x = photo_input(image)
     ref = graph_raw(model_json, x, node_modules)[0]  # (896, 17)
     ours = detector.raw(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))[0].numpy()
