@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -282,3 +283,28 @@ def test_second_look_places_the_keypoints_of_a_face_that_fills_the_picture(photo
             errs[name].append(np.abs(back - f.keypoints[:4]).max() / f.width)
     assert np.mean(errs["refine"]) < np.mean(errs["plain"]), errs
     assert max(errs["refine"]) < 0.2, errs
+
+
+@pytest.mark.parametrize("window", [(10.3, 20.7, 100.0), (-30.2, -10.6, 150.0), (350.4, 250.2, 90.0), (0.0, -50.0, 400.0)])
+def test_window_cut_maps_back_exactly(window):
+    """A window at fractional pixels, partly off the image, enlarged or shrunk: the network's input equals
+    bilinear samples (torch's grid_sample, an independent reference) of the image at the positions the decoding
+    maps it back to, ``image = x0 + input * side / 256`` for the window as cut (to uint8 rounding)."""
+    from lanfer.faces.blazeface import _Window
+
+    smooth = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(smooth).resize((400, 300), Image.Resampling.BILINEAR))  # (300, 400, 3)
+    x, (cut,) = BlazeFaceDetector()._inputs(img, [_Window(*window)])
+    assert abs(cut.x0 - window[0]) * INPUT_SIZE / cut.side <= 0.5 and cut.side == window[2]  # moved < half a pixel
+    centres = (np.arange(INPUT_SIZE) + 0.5) * cut.side / INPUT_SIZE  # canvas pixel centres, in image pixels
+    u, v = centres + cut.x0, centres + cut.y0  # from the image's outer edge
+    grid = torch.from_numpy(np.stack(np.meshgrid(u / 400 * 2 - 1, v / 300 * 2 - 1), -1)).float()[None]
+    ref = F.grid_sample(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float(), grid, mode="bilinear",
+                        padding_mode="zeros", align_corners=False)[0] / 127.5 - 1
+    inside = torch.from_numpy((v[:, None] > 1) & (v[:, None] < 299) & (u[None, :] > 1) & (u[None, :] < 399))
+    assert inside.sum() > 1000
+    # shrinking, the cut averages (antialias) where grid_sample takes point samples: a wider tolerance
+    diff = (x[0][:, inside] - ref[:, inside]).abs()
+    assert diff.max() < (0.02 if cut.side < INPUT_SIZE else 0.08) and diff.mean() < 0.005, (diff.max(), diff.mean())
+    assert (x[0][:, ~torch.from_numpy((v[:, None] > -1) & (v[:, None] < 301) & (u[None, :] > -1)
+                                      & (u[None, :] < 401))] == -1).all()  # zero (-1) outside the image
