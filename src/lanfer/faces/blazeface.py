@@ -28,9 +28,9 @@ centre, right ear tragion and left ear tragion. :class:`lanfer.faces.Face` carri
 (eyes, nose, mouth corners), which alignment (:func:`lanfer.faces.align_face`) and head pose use, so the mouth
 corners are placed where the ArcFace template's corners sit relative to its mouth centre: the mouth centre
 -/+ half the template's mouth width, along the detected eye line and scaled by the detected eye distance (see
-:func:`five_points`). Fitting the template to these five points is fitting its eyes, nose and mouth-corner
-mean to the detected eyes, nose and mouth centre, with the mouth counted twice; the synthesised corners add no
-information of their own (they follow the eyes). ``Face.keypoints`` keeps the raw six points.
+:func:`five_points`). In the least-squares fit to the template the two corners count the mouth centre twice
+and the eye line's direction and length once more; they bring no information of their own (they follow the
+eyes). ``Face.keypoints`` keeps the raw six points.
 """
 from __future__ import annotations
 
