@@ -308,3 +308,30 @@ def test_window_cut_maps_back_exactly(window):
     assert diff.max() < (0.02 if cut.side < INPUT_SIZE else 0.08) and diff.mean() < 0.005, (diff.max(), diff.mean())
     assert (x[0][:, ~torch.from_numpy((v[:, None] > -1) & (v[:, None] < 301) & (u[None, :] > -1)
                                       & (u[None, :] < 401))] == -1).all()  # zero (-1) outside the image
+
+
+def test_onnx_backend_matches_the_pytorch_port(photo):
+    """backend="onnx" (the network exported in memory, run in ONNX Runtime) against the PyTorch port: the raw
+    outputs of a batch of windows, the TF.js graph's recorded outputs, and the faces of the whole detector,
+    second look included (a face filling the picture)."""
+    pytest.importorskip("onnxruntime")
+    det, ort_det = BlazeFaceDetector(), BlazeFaceDetector(backend="onnx")
+    assert ort_det.backend == "onnx" and ort_det.session is not None and det.session is None
+    x = torch.from_numpy(photo.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)[None]  # (1, 3, 256, 256)
+    batch = torch.cat([x, x.flip(-1), torch.rand(1, 3, INPUT_SIZE, INPUT_SIZE) * 2 - 1])  # 3: the batch axis is free
+    ours, theirs = det.raw(batch).numpy(), ort_det.raw(batch).numpy()
+    assert theirs.shape == (3, 896, 17) and np.abs(theirs).max() > 50
+    np.testing.assert_allclose(theirs, ours, atol=1e-3, rtol=1e-5)
+    np.testing.assert_allclose(theirs[0], np.load(DATA / "blazeface_raw.npy"), atol=5e-3, rtol=1e-4)
+    big = np.asarray(Image.fromarray(photo).resize((640, 640), Image.Resampling.BILINEAR))
+    tight = np.ascontiguousarray(big[100:400, 150:450])  # one face filling most of it: the second look runs
+    for image in (photo, big, tight):
+        a, b = det.detect([image])[0], ort_det.detect([image])[0]
+        assert len(a) == len(b) >= 1
+        for fa, fb in zip(a, b):
+            np.testing.assert_allclose(fb.box, fa.box, atol=1e-3)
+            np.testing.assert_allclose(fb.keypoints, fa.keypoints, atol=1e-3)
+            np.testing.assert_allclose(fb.landmarks, fa.landmarks, atol=1e-3)
+            assert abs(fb.score - fa.score) < 1e-5
+    with pytest.raises(ValueError, match="backend"):
+        BlazeFaceDetector(backend="tflite")

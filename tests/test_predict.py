@@ -311,6 +311,30 @@ def test_onnx_backend_matches_torch(checkpoint, model, tmp_path):
     assert np.abs(t2.probabilities.to_numpy() - ref).max() < 1e-4
 
 
+
+def test_onnx_backend_runs_blazeface_in_onnx_runtime(checkpoint, two_faces):
+    """backend="onnx" puts BlazeFace's network in ONNX Runtime too (built by name, lazily, or by detector_for)
+    and gives the PyTorch predictor's table; MTCNN, which has no such backend, stays as it is."""
+    pytest.importorskip("onnxruntime")
+    from lanfer.faces import MTCNNDetector
+    from lanfer.predict import detector_for
+
+    image, _ = two_faces
+    p = Predictor.from_checkpoint(checkpoint, device="cpu", backend="onnx")
+    ref = Predictor.from_checkpoint(checkpoint, device="cpu")
+    assert p.detector.backend == "onnx" and ref.detector.backend == "torch"
+    a, b = ref.predict(image, progress=False), p.predict(image, progress=False)
+    assert len(a) == len(b) == 2 and (b["status"] == "ok").all()
+    cols = ["x1", "y1", "x2", "y2", "score", "left_eye_x", "mouth_right_y"]
+    np.testing.assert_allclose(b[cols].to_numpy(float), a[cols].to_numpy(float), atol=1e-3)
+    np.testing.assert_allclose(b.probabilities.to_numpy(), a.probabilities.to_numpy(), atol=1e-4)
+    d = detector_for("blazeface", "cpu", 40, backend="onnx")
+    assert d.backend == "onnx" and d.min_face_size == 40
+    pytest.importorskip("facenet_pytorch")
+    assert isinstance(detector_for("mtcnn", "cpu", 40, backend="onnx"), MTCNNDetector)
+    assert isinstance(Predictor.from_checkpoint(checkpoint, device="cpu", backend="onnx", detector="mtcnn").detector,
+                      MTCNNDetector)
+
 def test_cli_writes_predictions_and_overlays(checkpoint, two_faces, tmp_path, capsys):
     from lanfer.cli import main
 

@@ -43,7 +43,8 @@ def add_predict(sub) -> None:
     p.add_argument("--onnx", metavar="MODEL.onnx", help="run this exported model in ONNX Runtime instead of PyTorch")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="onnx: export the model in memory and run it in ONNX Runtime (needs lanfer[onnx]); on a CPU "
-                        "it classified a face in about half PyTorch's time (README, Video and webcam)")
+                        "it classified a face in about half PyTorch's time (README, Video and webcam); BlazeFace's "
+                        "network runs there too (MTCNN stays in PyTorch)")
     add_prior_tau_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

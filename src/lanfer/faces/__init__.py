@@ -14,7 +14,7 @@ This package knows no datasets and no models; two detectors are registered (``"b
 from .align import (ARCFACE_TEMPLATE, DEFAULT_MARGIN, DEFAULT_SIZE, align_face, alignment_matrix, crop_face,
                     estimate_similarity, face_template, invert_affine, transform_points, warp)
 from .detect import (DEFAULT_DETECTOR, LANDMARK_NAMES, MTCNN_MIN_FACE, Face, FaceDetector, MTCNNDetector,
-                     available_detectors, get_detector, register_detector)
+                     available_detectors, detector_backends, get_detector, register_detector)
 from .blazeface import BlazeFaceDetector
 from .pose import FACE_MODEL_3D, HeadPose, estimate_pose, euler_angles, project_landmarks, rotation_matrix
 
@@ -22,6 +22,6 @@ __all__ = [
     "ARCFACE_TEMPLATE", "DEFAULT_MARGIN", "DEFAULT_SIZE", "align_face", "alignment_matrix", "crop_face", "estimate_similarity",
     "face_template", "invert_affine", "transform_points", "warp",
     "DEFAULT_DETECTOR", "LANDMARK_NAMES", "MTCNN_MIN_FACE", "Face", "FaceDetector", "MTCNNDetector",
-    "available_detectors", "get_detector", "register_detector", "BlazeFaceDetector",
+    "available_detectors", "detector_backends", "get_detector", "register_detector", "BlazeFaceDetector",
     "FACE_MODEL_3D", "HeadPose", "estimate_pose", "euler_angles", "project_landmarks", "rotation_matrix",
 ]

@@ -233,13 +233,22 @@ class BlazeFaceDetector:
             crops its eyes and nose lie a median 0.21-0.24 inter-ocular distances from MTCNN's, 0.13 after the
             second look; ``results/ferplus_vggface2/crop_check/README.md``).
         weights: a safetensors file of :class:`BlazeFaceNet` (default: the shipped port).
+        backend: ``"torch"`` runs the network in PyTorch; ``"onnx"`` exports it once, in memory
+            (:func:`export_onnx`), and runs it in ONNX Runtime (``pip install 'lanfer[onnx]'``): the network
+            took a median 9.8 ms a window on one CPU thread where PyTorch took 17.0 (30 runs each, on the
+            project's loaded 2-core AMD EPYC). A Predictor whose classifier runs in ONNX Runtime builds its
+            BlazeFace this way. Everything around the network
+            (cutting the windows, decoding, NMS) is the same code for both.
+        session_options: an ``onnxruntime.SessionOptions`` for ``backend="onnx"`` (thread counts), or None.
     """
 
     name = "blazeface"
+    #: the ``backend`` values this detector takes (a Predictor passes its own when it is one of them)
+    backends = ("torch", "onnx")
 
     def __init__(self, device: str = "cpu", min_score: float = 0.5, iou_threshold: float = 0.3, max_faces: int = 50,
                  tiles: str | int = "none", min_face_size: float = 0, refine: bool = True,
-                 weights: str | Path | None = None):
+                 weights: str | Path | None = None, backend: str = "torch", session_options=None):
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
         if not 0.0 < iou_threshold <= 1.0:
@@ -250,6 +259,8 @@ class BlazeFaceDetector:
             raise ValueError(f"tiles must be 'auto', 'none' or a count >= 0, got {tiles!r}")
         if min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
+        if backend not in self.backends:
+            raise ValueError(f"backend must be one of {', '.join(self.backends)}, got {backend!r}")
         from safetensors.torch import load_file
 
         path = Path(weights) if weights is not None else WEIGHTS
@@ -263,10 +274,13 @@ class BlazeFaceDetector:
         self.anchors = torch.from_numpy(anchors()).to(self.device)
         self.min_score, self.iou_threshold, self.max_faces = float(min_score), float(iou_threshold), int(max_faces)
         self.tiles, self.min_face_size, self.refine = tiles, float(min_face_size), bool(refine)
+        self.backend = backend
+        self.session = _onnx_session(export_onnx(self.net), self.device, session_options) if backend == "onnx" else None
 
     def __repr__(self) -> str:
-        return (f"BlazeFaceDetector(device={str(self.device)!r}, min_score={self.min_score}, "
-                f"iou_threshold={self.iou_threshold}, tiles={self.tiles!r}, refine={self.refine})")
+        return (f"BlazeFaceDetector(device={str(self.device)!r}, backend={self.backend!r}, "
+                f"min_score={self.min_score}, iou_threshold={self.iou_threshold}, tiles={self.tiles!r}, "
+                f"refine={self.refine})")
 
     def _inputs(self, image: np.ndarray, windows: list[_Window]) -> tuple[torch.Tensor, list[_Window]]:
         """Each window cut from the image and resized to 256x256, zero outside the image, scaled to [-1, 1]:
@@ -301,6 +315,9 @@ class BlazeFaceDetector:
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The network on prepared inputs ``(N, 3, 256, 256)`` in [-1, 1] -> ``(N, 896, 17)``."""
+        if self.session is not None:
+            raw = self.session.run(None, {"image": x.cpu().numpy()})[0]  # (N, 896, 17) float32
+            return torch.from_numpy(raw).to(self.device)
         with torch.no_grad():
             return self.net(x.to(self.device))
 
@@ -382,3 +399,34 @@ def _iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     inter = iw * ih
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     return inter / np.maximum(area + (box[2] - box[0]) * (box[3] - box[1]) - inter, 1e-9)
+
+
+def export_onnx(net: BlazeFaceNet, opset: int = 17) -> bytes:
+    """The network as a serialised ONNX model (input ``image`` (N, 3, 256, 256) in [-1, 1], output ``raw``
+    (N, 896, 17); N is dynamic), traced on the CPU; ``onnxruntime.InferenceSession`` takes the bytes directly.
+    ``tests/test_blazeface.py`` checks that ONNX Runtime's outputs and faces match the PyTorch port's."""
+    import copy
+    import io
+    import warnings
+
+    net = copy.deepcopy(net).cpu().eval()  # trace on the CPU without moving the caller's network
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and shape-inference chatter
+        # batch 2: the TorchScript exporter would otherwise be free to treat the batch size 1 as a constant
+        torch.onnx.export(net, (torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE),), buf, dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=["raw"],
+                          dynamic_axes={"image": {0: "batch"}, "raw": {0: "batch"}})
+    return buf.getvalue()
+
+
+def _onnx_session(model: bytes, device: torch.device, session_options=None):
+    """An ONNX Runtime session on ``model``, CUDA first when ``device`` is a GPU and this onnxruntime has it."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("BlazeFace with backend='onnx' needs onnxruntime: pip install 'lanfer[onnx]'") from e
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(model, sess_options=session_options, providers=providers)

@@ -105,6 +105,14 @@ def available_detectors() -> list[str]:
     return sorted(_DETECTORS)
 
 
+def detector_backends(name: str) -> tuple[str, ...]:
+    """The ``backend`` values detector ``name`` takes (its class's ``backends``; ``("torch",)`` for one that
+    declares none): a Predictor whose classifier runs in ONNX Runtime runs such a detector there too."""
+    if name not in _DETECTORS:
+        get_detector(name)  # raises, naming the choices
+    return tuple(getattr(_DETECTORS[name], "backends", ("torch",)))
+
+
 def get_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> FaceDetector:
     """Build a registered detector by name, passing ``kwargs`` (e.g. ``device="cuda"``) to it."""
     if name not in _DETECTORS:

@@ -15,7 +15,7 @@ from ..info import ModelInfo
 from ..model import load_model
 from ..data import EvalPreset
 from ..devices import resolve_device
-from ..faces import DEFAULT_DETECTOR, FaceDetector, available_detectors, get_detector
+from ..faces import DEFAULT_DETECTOR, FaceDetector, available_detectors, detector_backends, get_detector
 from .batching import TrackingOptions, _Run
 from .overlays import _Overlays
 from .record import table_columns
@@ -36,10 +36,13 @@ class Predictor:
     batch of preprocessed crops (B, 3, S, S) to ``(logits (B, K), attention (B, h, w) or None)``.
     ``prior_tau``: the operating point, i.e. the logit adjustment ``tau * log(prior)`` applied before the
     softmax (:mod:`lanfer.calibration`); None is the model's own (``info.prior_tau``), 0 the plain classifier.
+    A detector given by name is built on first use; with ``backend="onnx"`` one that can run in ONNX Runtime
+    (BlazeFace) runs there too, under the same ``session_options``.
     """
 
     def __init__(self, runner: Runner, info: ModelInfo, detector: str | FaceDetector | None = DEFAULT_DETECTOR,
-                 device: str | torch.device = "cpu", backend: str = "torch", prior_tau: float | None = None):
+                 device: str | torch.device = "cpu", backend: str = "torch", prior_tau: float | None = None,
+                 session_options: Any = None):
         self.runner = runner
         self.info = info
         self.prior_tau = resolve_tau(info, prior_tau)  # refuses a tau the record cannot give
@@ -54,6 +57,7 @@ class Predictor:
             get_detector(detector)  # raises now, naming the choices, rather than at the first picture
         self._detector_spec = detector
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
+        self._session_options = session_options
 
     def __repr__(self) -> str:
         return (f"Predictor(backend={self.backend!r}, classes={self.classes}, image_size={self.image_size}, "
@@ -120,7 +124,8 @@ class Predictor:
         dev = resolve_device(device)
         session, info = open_onnx(path, dev, session_options)
         check_graph(session, info, "the exported ONNX model" if isinstance(path, bytes) else path)
-        return cls(OnnxRunner(session), info, detector, dev, backend="onnx", prior_tau=prior_tau)
+        return cls(OnnxRunner(session), info, detector, dev, backend="onnx", prior_tau=prior_tau,
+                   session_options=session_options)
 
     @property
     def detector_name(self) -> str | None:
@@ -131,7 +136,8 @@ class Predictor:
     def detector(self) -> FaceDetector | None:
         """The face detector, built on first use (so ``detect=False`` needs no detector installed)."""
         if self._detector is None and isinstance(self._detector_spec, str):
-            self._detector = get_detector(self._detector_spec, device=str(self.device))
+            self._detector = get_detector(self._detector_spec, device=str(self.device),
+                                          **_backend_options(self._detector_spec, self.backend, self._session_options))
         return self._detector
 
     # -- prediction --------------------------------------------------------------------------------
@@ -223,17 +229,27 @@ class Predictor:
         return table_columns(self.classes, attention)
 
 
+def _backend_options(name: str, backend: str, session_options: Any = None) -> dict[str, Any]:
+    """Keyword arguments that make detector ``name`` run its network where the classifier runs: none for
+    PyTorch or for a detector without that backend (MTCNN stays in PyTorch)."""
+    if backend == "torch" or backend not in detector_backends(name):
+        return {}
+    return {"backend": backend, "session_options": session_options}
+
+
 def detector_for(name: str = DEFAULT_DETECTOR, device: str | torch.device = "auto",
-                 min_face_size: int | None = None) -> str | FaceDetector:
+                 min_face_size: int | None = None, backend: str = "torch") -> str | FaceDetector:
     """The ``detector`` argument of a Predictor: the registered detector ``name`` (built on first use, its own
     defaults), or that detector on ``device`` dropping faces under ``min_face_size`` pixels (``lanfer predict``
-    and ``lanfer serve``'s ``--detector`` and ``--min-face-size``; MTCNN also starts its search there).
+    and ``lanfer serve``'s ``--detector`` and ``--min-face-size``; MTCNN also starts its search there), its
+    network in ONNX Runtime when ``backend="onnx"`` and the detector has that backend (BlazeFace).
     An unknown name is refused here, with the list of detectors."""
     if name not in available_detectors():
         get_detector(name)  # raises ValueError naming the choices
     if min_face_size is None:
         return name
-    return get_detector(name, device=str(resolve_device(device)), min_face_size=min_face_size)
+    return get_detector(name, device=str(resolve_device(device)), min_face_size=min_face_size,
+                        **_backend_options(name, backend))
 
 
 def mtcnn_for(device: str | torch.device = "auto", min_face_size: int | None = None) -> str | FaceDetector:
@@ -272,7 +288,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     if min_face_size is not None and not detect:
         raise ConfigError("--min-face-size sets the face search, and --no-detect (detect=False) runs none: drop "
                           "one of them")
-    detector_spec = detector_for(detector, device, min_face_size) if detect else None
+    detector_spec = (detector_for(detector, device, min_face_size, "onnx" if onnx is not None else backend)
+                     if detect else None)
     if onnx is not None:
         predictor = Predictor.from_onnx(onnx, device=device, detector=detector_spec, prior_tau=prior_tau)
         if str(checkpoint) != str(onnx) and not str(checkpoint).endswith(".onnx"):
