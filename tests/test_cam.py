@@ -122,3 +122,26 @@ def test_cam_default_is_the_shipped_model(tmp_path, capsys):
     rec = json.loads((tmp_path / "c" / "cam.json").read_text())
     assert rec[0]["model"] == find().name and rec[0]["pred"] in find().info().classes
     assert "wrote" in capsys.readouterr().out
+
+
+def test_detect_cuts_the_largest_face_of_the_chosen_detector(tmp_path):
+    """``lanfer cam --detect``: the largest face the default detector (BlazeFace) finds, cut as the model's record
+    says; ``--detector`` picks another, an unknown name is refused."""
+    from pathlib import Path
+
+    from lanfer.analysis.cam import load_face
+    from lanfer.checkpoint import read_model_info
+    from lanfer.faces import crop_face, get_detector
+    from lanfer.pretrained import find
+
+    info = read_model_info(find().path)
+    path = Path(__file__).parent / "data/port/blazeface_photo.jpg"  # 3 faces
+    image = np.array(Image.open(path).convert("RGB"))
+    faces = get_detector("blazeface").detect([image])[0]
+    big = max(faces, key=lambda f: f.area)
+    want = crop_face(image, big.landmarks, big.box, info.input_size, info.crop)
+    np.testing.assert_array_equal(load_face(path, info, detect=True), want)
+    np.testing.assert_array_equal(load_face(path, info, detect=True, detector="blazeface"), want)
+    with pytest.raises(ValueError, match="unknown face detector"):
+        load_face(path, info, detect=True, detector="nope")
+    assert load_face(path, info).shape == image.shape  # without --detect: the whole image

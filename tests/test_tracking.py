@@ -252,7 +252,7 @@ def test_detect_every_reuses_the_tracked_faces(checkpoint, tmp_path):
 def test_detect_every_1_is_the_photo_path_frame_by_frame(checkpoint, two_faces, tmp_path):
     frames = [np.roll(two_faces, 2 * i, axis=1) for i in range(6)]
     video = _write_video(tmp_path / "faces.mp4", frames)
-    p = Predictor.from_checkpoint(checkpoint, device="cpu")  # the real detector (MTCNN)
+    p = Predictor.from_checkpoint(checkpoint, device="cpu")  # the real default detector (BlazeFace)
     table = p.predict(video, progress=False, detect_every=1, smooth=0.0, window=4, batch_size=5)
     # each decoded frame as a photo (no tracking, no reuse), in the same windows and batches
     ref = p.predict(_decoded(video), progress=False, window=4, batch_size=5)

@@ -29,6 +29,13 @@ from .io import atomic_write
 _DETECT_MIN_SIDE = 160
 _DETECT_PAD = 0.25  # fraction of each side added as black border before detection
 _DETECT_BATCH = 16
+# The detector stays MTCNN here although lanfer's default is BlazeFace: the yaw comes from a fit of all five
+# landmarks, and BlazeFace's mouth corners are not detected but placed about its mouth centre along its eye line
+# (lanfer.faces.blazeface.five_points), so they carry no yaw of their own; its keypoints are also coarser on FER's
+# small crops (README, Face detectors: 0.09-0.12 inter-ocular distances from MTCNN's on the face-api faces, and
+# BlazeFace needs its second look on a face that fills the picture). The Pose-30/45 lists and every Pose-30/45
+# number in the README were made with MTCNN; --detector blazeface (detector="blazeface") gives other lists.
+POSE_DETECTOR = "mtcnn"
 # Options for detectors built here by name: in a FER crop, upscaled as above, the face spans at least half
 # the shorter side, so MTCNN's pyramid can start at 80-px faces (several times faster than its default 20).
 _DETECTOR_OPTIONS = {"mtcnn": {"min_face_size": _DETECT_MIN_SIDE // 2}}
@@ -112,7 +119,8 @@ def write_pose_subsets(dataset: FERDataset, out_dir: str | Path, thresholds: Seq
         out_dir: folder for the list files (created).
         thresholds: yaw thresholds in degrees; an image is listed when ``|yaw| > t``.
         detector: a :class:`~lanfer.faces.FaceDetector`, or a registered detector name; ``None`` means
-            ``"mtcnn"``. Built only when some image has no metadata yaw.
+            :data:`POSE_DETECTOR` (MTCNN, for its five detected landmarks: see the comment there). Built only
+            when some image has no metadata yaw.
         use_meta_yaw: take the yaw from sample metadata ``"yaw"`` when present (else always detect).
         name: the ``<name>`` in file names (default: ``dataset.name``).
         device: device for a detector built here by name.
@@ -145,7 +153,7 @@ def write_pose_subsets(dataset: FERDataset, out_dir: str | Path, thresholds: Seq
 
     if todo:
         if detector is None or isinstance(detector, str):
-            det_name = detector or "mtcnn"
+            det_name = detector or POSE_DETECTOR
             det = get_detector(det_name, device=device, **_DETECTOR_OPTIONS.get(det_name, {}))
         else:
             det = detector
@@ -200,7 +208,7 @@ def write_pose_subsets(dataset: FERDataset, out_dir: str | Path, thresholds: Seq
 
 
 def run_pose_subsets(config: str | Path, out_dir: str | Path, thresholds: Sequence[float] = (30, 45),
-                     split: str = "test", overrides: list[str] | None = None, detector: str = "mtcnn",
+                     split: str = "test", overrides: list[str] | None = None, detector: str = POSE_DETECTOR,
                      device: str = "cpu", use_meta_yaw: bool = True, name: str | None = None,
                      progress: bool = True) -> PoseSubsets:
     """``lanfer pose-subsets``: build the dataset described by a lanfer YAML config and write its pose lists.

@@ -149,17 +149,18 @@ def cam_figure(rows: Sequence[tuple[str, np.ndarray, list]], suptitle: str = "")
     return fig
 
 
-def load_face(path: str | Path, info, detect: bool = False) -> np.ndarray:
+def load_face(path: str | Path, info, detect: bool = False, detector: str | None = None) -> np.ndarray:
     """The face of an image file as (H, W, 3) uint8: the whole image (an aligned crop), or with ``detect`` the
-    largest detected face cut with the model record's crop (needs ``lanfer[faces]``)."""
+    largest face found by ``detector`` (a registered name; None: the default, BlazeFace; ``"mtcnn"`` needs
+    ``lanfer[faces]``) cut with the model record's crop."""
     from ..data.base import DataError, load_image
 
     image = np.array(load_image(path).convert("RGB"))  # writable: torch refuses read-only arrays
     if not detect:
         return image
-    from ..faces import crop_face, get_detector
+    from ..faces import DEFAULT_DETECTOR, crop_face, get_detector
 
-    faces = get_detector("mtcnn").detect([image])[0]
+    faces = get_detector(detector or DEFAULT_DETECTOR).detect([image])[0]
     if not faces:
         raise DataError(f"{path}: no face detected; pass an aligned face crop without --detect")
     face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
@@ -168,7 +169,7 @@ def load_face(path: str | Path, info, detect: bool = False) -> np.ndarray:
 
 def run_cam(images: Sequence[str | Path], out: str | Path, models: Sequence[str | Path] | None = None,
             class_name: str | None = None, guidance: str | Path | None = None, labels: dict[str, str] | None = None,
-            detect: bool = False) -> list[Path]:
+            detect: bool = False, detector: str | None = None) -> list[Path]:
     """``lanfer cam``: one PNG per image in ``out`` with a row per model (default: the shipped model).
 
     Each row shows the model's input, its CAMs (F_o; for LAN also F_a and f) for the predicted class (or
@@ -176,6 +177,7 @@ def run_cam(images: Sequence[str | Path], out: str | Path, models: Sequence[str 
     ``guidance.safetensors``), LAN's guidance map (the target F_m was trained towards: the guidance
     assignment of the model's own F_o), all at the input's resolution. ``labels`` maps an image path
     to its true class name, shown in the title. Also writes ``cam.json`` with each row's numbers.
+    ``detect``: the images are photos; the largest face ``detector`` finds (default BlazeFace) is cut.
     """
     import matplotlib
 
@@ -217,7 +219,7 @@ def run_cam(images: Sequence[str | Path], out: str | Path, models: Sequence[str 
     out.mkdir(parents=True, exist_ok=True)
     written, records = [], []
     for k, img_path in enumerate(images):
-        face = load_face(img_path, first, detect)
+        face = load_face(img_path, first, detect, detector)
         rows = []
         for e in entries:
             x = EvalPreset.from_info(e.info)(face)[None]  # (1, 3, S, S)

@@ -1,7 +1,7 @@
 """``lanfer`` commands: look inside models and compare runs."""
 from __future__ import annotations
 
-from ._args import named_files
+from ._args import add_detector_flag, named_files
 
 
 def add_cam(sub) -> None:
@@ -17,6 +17,7 @@ def add_cam(sub) -> None:
                    "(default: the run folder's guidance.safetensors, when there is one)")
     p.add_argument("--labels", metavar="CSV", help="a CSV with path,label columns: true labels for the titles")
     p.add_argument("--detect", action="store_true", help="images are photos: detect and crop the largest face")
+    add_detector_flag(p)
 
     def run(a):
         from pathlib import Path
@@ -35,7 +36,8 @@ def add_cam(sub) -> None:
 
             with open(a.labels, newline="") as f:
                 labels = {r["path"]: r["label"] for r in csv.DictReader(f)}
-        for path in run_cam(images, a.out, models or None, a.class_name, a.guidance, labels, a.detect):
+        for path in run_cam(images, a.out, models or None, a.class_name, a.guidance, labels, a.detect,
+                            a.detector):
             print(f"wrote {path}")
 
     p.set_defaults(func=run)

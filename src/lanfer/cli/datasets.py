@@ -54,7 +54,11 @@ def add_pose_subsets(sub) -> None:
     p.add_argument("--out", required=True, help="folder for lanfer_pose_<t>_<name>_list.txt and pose_yaw_<name>.csv")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--name", help="<name> in the file names (default: the dataset name)")
-    p.add_argument("--detector", default="mtcnn", help="face detector for images without a metadata yaw")
+    # MTCNN, not the default BlazeFace: the yaw is fitted to five landmarks and BlazeFace places its mouth
+    # corners from its eyes (lanfer.pose_subsets.POSE_DETECTOR says more)
+    p.add_argument("--detector", default="mtcnn",
+                   help="face detector for images without a metadata yaw (default mtcnn, whose five landmarks are "
+                        "all detected: BlazeFace's mouth corners follow its eyes and carry no yaw of their own)")
     p.add_argument("--device", default="cpu", help="device for the detector (cpu, cuda)")
     p.add_argument("--no-meta-yaw", action="store_true", help="estimate every yaw from landmarks, ignoring metadata")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
