@@ -1,5 +1,15 @@
-"""Load on ``lanfer serve``: 8 concurrent clients for 60 s against one client sending requests one after another.
+"""``lanfer serve``: one full-size photo end to end per face detector, and load (8 concurrent clients for 60 s
+against one client sending requests one after another).
 
+**One photo** (issue 20's "one photo through ``lanfer serve`` < 0.5 s"): for each of ``--detectors`` (default:
+BlazeFace, the default, and MTCNN, in one run) a server is started with ``--detector NAME`` and sent the face-api
+demo photo ``--photo`` (default sample1.jpg: 1920x1280, 3 people; the file's own JPEG bytes, not resized) one
+request after another, as the page sends it (``POST /v1/predict?attention=true``) and as a plain API call
+(``POST /v1/predict``), after two warm-up requests. Reports per detector the client's wall time (upload,
+decode, detect, align, classify, JSON answer over HTTP on 127.0.0.1) as median / min / max, the server's own
+``timing_ms`` medians, and the faces found.
+
+**Load** (with the first of ``--detectors``; ``--seconds 0`` skips it):
 Starts ``lanfer serve`` (the shipped default model, CPU) in a child process on a free port of 127.0.0.1 (never
 anything else), warms it up, then for each phase sends ``POST /v1/predict`` with one photo per request, cycling
 through the face-api demo photos (downscaled to ``--width`` px; tests/conftest.py caches them in
@@ -10,6 +20,7 @@ memory that grew with the number of requests would show as growth in the second.
 
     python benchmarks/bench_serve.py --out results/serve/bench_serve.json
     python benchmarks/bench_serve.py --seconds 10 --clients 4          # a quick look
+    python benchmarks/bench_serve.py --seconds 0 --photo-reps 10 --out results/serve/one_photo.json  # one photo only
 """
 from __future__ import annotations
 
@@ -17,7 +28,7 @@ import argparse
 import io
 import json
 import os
-import platform
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +37,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_model, usable_cpus  # noqa: E402  (benchmarks/ is on sys.path)
+
 from lanfer.io import atomic_write
 from lanfer.serve.process import serve_in_subprocess
 
@@ -33,7 +47,7 @@ PHOTOS = ("sample1.jpg", "sample2.jpg", "sample3.jpg", "sample4.jpg", "sample5.j
 
 
 def photos(width: int) -> list[tuple[str, bytes]]:
-    cache = Path(os.environ.get("LANFER_CACHE") or Path.home() / ".cache" / "lanfer") / "face-api"
+    cache = face_api_dir()
     missing = [n for n in PHOTOS if not (cache / n).is_file()]
     if missing:
         raise SystemExit(f"bench_serve: {cache} lacks {missing}; run pytest tests/test_faces.py once to fetch them")
@@ -45,6 +59,33 @@ def photos(width: int) -> list[tuple[str, bytes]]:
         im.save(buf, format="JPEG", quality=90)
         out.append((n, buf.getvalue()))
     return out
+
+
+def face_api_dir() -> Path:
+    return Path(os.environ.get("LANFER_CACHE") or Path.home() / ".cache" / "lanfer") / "face-api"
+
+
+def one_photo(url: str, name: str, data: bytes, reps: int, query: str = "") -> dict:
+    """``reps`` requests with the one photo, one after another (after two warm-up requests): the client's wall
+    time and the server's ``timing_ms``, medians in ms."""
+    walls, server, faces = [], [], set()
+    with httpx.Client(base_url=url, timeout=120) as c:
+        for i in range(reps + 2):
+            t = time.perf_counter()
+            r = c.post("/v1/predict" + query, files={"files": (name, data, "image/jpeg")})
+            dt = time.perf_counter() - t
+            r.raise_for_status()
+            body = r.json()
+            if i >= 2:  # the first calls allocate the detector's and model's buffers for this size
+                walls.append(dt * 1000)
+                server.append(body["timing_ms"])
+                faces.add(sum(row["status"] == "ok" for row in body["rows"]))
+    if len(faces) != 1:
+        raise RuntimeError(f"the same photo gave different face counts: {sorted(faces)}")
+    return {"request": "POST /v1/predict" + query, "reps": reps, "faces": faces.pop(),
+            "wall_ms_median": round(float(np.median(walls)), 1), "wall_ms_min": round(min(walls), 1),
+            "wall_ms_max": round(max(walls), 1), "wall_ms": [round(w, 1) for w in walls],
+            "server_ms_median": {k: round(float(np.median([s[k] for s in server])), 1) for k in server[0]}}
 
 
 def rss_mb(pid: int) -> float:
@@ -125,8 +166,14 @@ def phase(url: str, pid: int, images, clients: int, seconds: float, max_requests
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--detectors", default="blazeface,mtcnn",
+                    help="one server each for the one-photo timing; the first also takes the load (default "
+                         "blazeface,mtcnn: the default detector and the old one, in one run)")
+    ap.add_argument("--photo", default="sample1.jpg", help="the face-api demo photo timed alone, full size "
+                    "(default sample1.jpg, 1920x1280, 3 faces)")
+    ap.add_argument("--photo-reps", type=int, default=10, help="timed requests per detector and request kind")
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=60.0, help="per phase")
+    ap.add_argument("--seconds", type=float, default=60.0, help="per load phase; 0 skips the load phases")
     ap.add_argument("--max-requests", type=int, default=2000, help="per phase, whatever the time")
     ap.add_argument("--width", type=int, default=800, help="photos are downscaled to this width")
     ap.add_argument("--detect-workers", type=int, default=2)
@@ -134,31 +181,56 @@ def main() -> None:
                     help="skip the second concurrent phase (the memory check)")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
-    images = photos(a.width)
+    detectors = [d for d in a.detectors.split(",") if d]
+    if not detectors:
+        ap.error("--detectors names at least one detector")
+    photo = face_api_dir() / a.photo
+    if not photo.is_file():
+        raise SystemExit(f"bench_serve: {photo} is missing; run pytest tests/test_faces.py once to fetch the photos")
+    photo_bytes = photo.read_bytes()
+    with Image.open(photo) as im:
+        photo_size = im.size
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1")}
-    with serve_in_subprocess(["--device", "cpu", "--detect-workers", str(a.detect_workers)], env=env) as (url, proc):
-        for name, data in images:  # warm-up: first calls allocate the detector's and model's buffers
-            httpx.post(url + "/v1/predict", files={"files": (name, data)}, timeout=120).raise_for_status()
-        sequential = phase(url, proc.pid, images, 1, a.seconds, a.max_requests)
-        print("sequential:", json.dumps(sequential))
-        concurrent = phase(url, proc.pid, images, a.clients, a.seconds, a.max_requests)
-        print("concurrent:", json.dumps(concurrent))
-        # The same load again: memory that grew with the number of requests would keep growing here.
-        again = phase(url, proc.pid, images, a.clients, a.seconds, a.max_requests) if a.repeat else None
-        print("concurrent again:", json.dumps(again))
+    single, sequential, concurrent, again = {}, None, None, None
+    for k, detector in enumerate(detectors):
+        args = ["--device", "cpu", "--detect-workers", str(a.detect_workers), "--detector", detector]
+        with serve_in_subprocess(args, env=env) as (url, proc):
+            single[detector] = {"page": one_photo(url, a.photo, photo_bytes, a.photo_reps, "?attention=true"),
+                                "api": one_photo(url, a.photo, photo_bytes, a.photo_reps)}
+            for kind, r in single[detector].items():
+                print(f"one photo, {detector}, {r['request']}: {r['faces']} faces, median {r['wall_ms_median']} ms "
+                      f"(min {r['wall_ms_min']}, max {r['wall_ms_max']}); server {r['server_ms_median']}", flush=True)
+            if k > 0 or a.seconds <= 0:
+                continue
+            images = photos(a.width)
+            for name, data in images:  # warm-up: first calls allocate the detector's and model's buffers
+                httpx.post(url + "/v1/predict", files={"files": (name, data)}, timeout=120).raise_for_status()
+            sequential = phase(url, proc.pid, images, 1, a.seconds, a.max_requests)
+            print("sequential:", json.dumps(sequential))
+            concurrent = phase(url, proc.pid, images, a.clients, a.seconds, a.max_requests)
+            print("concurrent:", json.dumps(concurrent))
+            # The same load again: memory that grew with the number of requests would keep growing here.
+            again = phase(url, proc.pid, images, a.clients, a.seconds, a.max_requests) if a.repeat else None
+            print("concurrent again:", json.dumps(again))
     result = {"benchmark": "bench_serve", "command": "python benchmarks/bench_serve.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None and k != "repeat"),
-              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "threads": env,
-              "photos": f"face-api sample1-6 at {a.width} px wide, one per request",
+              "cpu": cpu_model(), "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "threads": env,
+              "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
               "note": "2-core machine shared with other jobs while this ran; timings are indicative",
-              "sequential": sequential, "concurrent": concurrent, "concurrent_again": again,
-              "speedup_faces_per_s": round(concurrent["faces_per_s"] / sequential["faces_per_s"], 2)
-              if sequential["faces_per_s"] else None}
+              "one_photo": {"photo": f"face-api {a.photo}, {photo_size[0]}x{photo_size[1]}, its own JPEG bytes "
+                                     f"({len(photo_bytes)} bytes)", **single}}
+    if sequential is not None:
+        result.update({"load_detector": detectors[0],
+                       "photos": f"face-api sample1-6 at {a.width} px wide, one per request",
+                       "sequential": sequential, "concurrent": concurrent, "concurrent_again": again,
+                       "speedup_faces_per_s": round(concurrent["faces_per_s"] / sequential["faces_per_s"], 2)
+                       if sequential["faces_per_s"] else None})
     print(json.dumps(result, indent=1))
+    print("one photo through lanfer serve, median of the page's request: " + "; ".join(
+        f"{d} {r['page']['wall_ms_median'] / 1000:.3f} s" for d, r in single.items()) + f"; {cpu_model()}")
     if a.out:
         atomic_write(a.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
-
 
 if __name__ == "__main__":
     main()

@@ -122,9 +122,12 @@ BENCHES = [
     # needs the face-api photos (tests fetch them) or falls back to what the script says; 8 frames, 2 per call
     Bench("bench_predict_video.py", ["--frames", "8", "--width", "480", "--window", "4", "--threads", "1"],
           _predict_video),
-    # 640x480 video end to end, MTCNN and BlazeFace, 1 and 3 faces, detect_every 1 and 4, 16 frames each (~35 s)
-    Bench("bench_video_realtime.py", ["--frames", "16", "--faces", "1,3", "--every", "1,4", "--threads", "1"],
-          last_line),
+    # 640x480 video end to end, MTCNN and BlazeFace x PyTorch and ONNX Runtime, 1 and 3 faces, detect_every 1 and
+    # 4, 16 frames each; its last line is the best frames/s and how many times the MTCNN + PyTorch path that is
+    Bench("bench_video_realtime.py", ["--frames", "16", "--faces", "1,3", "--every", "1,4", "--threads", "1",
+                                      "--backend", "torch,onnx"], last_line),
+    # one 1920x1280 face-api photo through lanfer serve's HTTP API, BlazeFace and MTCNN servers, 3 requests each
+    Bench("bench_serve.py", ["--seconds", "0", "--photo-reps", "3"], last_line),
     # BlazeFace vs MTCNN: recall on the six face-api photos (22 faces) and ms per 640x480 frame (~1 min)
     Bench("bench_detectors.py", ["--reps", "5", "--threads", "1"], last_line),
     Bench("bench_synth_separability.py", ["--identities", "8", "--size", "64", "--pixels", "16"], _separability),
