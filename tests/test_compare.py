@@ -112,3 +112,18 @@ def test_eval_data_takes_a_packaged_config_name():
     assert data_config_for(info, "rafdb", root="/r").data.root == "/r"  # a dataset name stays a dataset name
     assert data_config_for(info, "rafdb").data.options == {}
     assert data_config_for(info, None).data.name == "ferplus"  # none: the model's recorded dataset
+
+
+def test_eval_set_overrides_win_over_the_recorded_dataset():
+    """`lanfer eval/calibrate MODEL --set data.options.label_mode=majority` on a model trained on vote distributions:
+    the record supplies the dataset, the user's --set keys win (they were silently dropped once)."""
+    from lanfer.evaluate import data_config_for
+    from lanfer.info import ModelInfo
+
+    info = ModelInfo(arch="resnet18", classes=["a", "b"],
+                     data={"name": "ferplus", "root": "/x", "options": {"label_mode": "votes", "votes": "label_csv"}})
+    assert data_config_for(info, None).data.options == {"label_mode": "votes", "votes": "label_csv"}
+    d = data_config_for(info, None, overrides=["data.options.label_mode=majority"]).data
+    assert (d.name, d.root, d.options) == ("ferplus", "/x", {"label_mode": "majority", "votes": "label_csv"})
+    assert data_config_for(info, None, overrides=["data.root=/y"]).data.root == "/y"
+    assert data_config_for(info, None, root="/z", overrides=["data.root=/y"]).data.root == "/z"  # --root is last

@@ -263,9 +263,14 @@ def data_config_for(info, data: str | None = None, root: str | None = None, opti
     else:
         cfg = load_config(None, overrides)
         if data is None and info.data:
-            cfg.data.name = info.data.get("name", cfg.data.name)
-            cfg.data.root = info.data.get("root")
-            cfg.data.options = dict(info.data.get("options") or {})
+            # the recorded dataset, under the user's --set: `--set data.options.label_mode=majority` scores a
+            # model trained on vote distributions with majority labels, so the record must not undo it
+            given = {o.split("=", 1)[0].strip() for o in overrides or []}
+            if "data.name" not in given:
+                cfg.data.name = info.data.get("name", cfg.data.name)
+            if "data.root" not in given:
+                cfg.data.root = info.data.get("root")
+            cfg.data.options = {**dict(info.data.get("options") or {}), **cfg.data.options}
         elif data is not None:
             cfg.data.name = data
     if root is not None:
