@@ -31,10 +31,13 @@ _DETECT_PAD = 0.25  # fraction of each side added as black border before detecti
 _DETECT_BATCH = 16
 # The detector stays MTCNN here although lanfer's default is BlazeFace: the yaw comes from a fit of all five
 # landmarks, and BlazeFace's mouth corners are not detected but placed about its mouth centre along its eye line
-# (lanfer.faces.blazeface.five_points), so they carry no yaw of their own; its keypoints are also coarser on FER's
-# small crops (README, Face detectors: 0.09-0.12 inter-ocular distances from MTCNN's on the face-api faces, and
-# BlazeFace needs its second look on a face that fills the picture). The Pose-30/45 lists and every Pose-30/45
-# number in the README were made with MTCNN; --detector blazeface (detector="blazeface") gives other lists.
+# (lanfer.faces.blazeface.five_points), so they carry no yaw of their own; its keypoints are also coarser (README,
+# Face detectors: a median 0.09-0.12 inter-ocular distances from MTCNN's on the face-api faces), and on a face
+# that fills the picture, as in FER crops, it needs its second look. On the 22 face-api faces the yaw through
+# BlazeFace is a median 4 degrees from MTCNN's, but 20 and 58 degrees off on two of them (-33 vs -13, -85 vs -27:
+# python scripts/face_api_photos.py with and without --detector mtcnn), enough to move a face across the 30 and 45
+# degree thresholds. The Pose-30/45 lists and every Pose-30/45 number in the README were made with MTCNN;
+# --detector blazeface (detector="blazeface") gives other lists.
 POSE_DETECTOR = "mtcnn"
 # Options for detectors built here by name: in a FER crop, upscaled as above, the face spans at least half
 # the shorter side, so MTCNN's pyramid can start at 80-px faces (several times faster than its default 20).
