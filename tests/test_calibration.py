@@ -98,7 +98,7 @@ def test_fields_go_through_the_codec_and_old_files_load_uncalibrated(ckpt, tmp_p
     ("temperature", float("nan"), "temperature=nan"), ("temperature", "hot", "temperature='hot'"),
     ("class_prior", [0.5, 0.5], "class_prior=[0.5, 0.5]"), ("class_prior", [0.5, 0.3, 0.1], "sums to 0.9"),
     ("class_prior", [0.5, float("nan"), 0.5], "class_prior=[0.5, nan, 0.5]"),
-    ("class_prior", [0.7, 0.3, 0.0], "positive"), ("prior_tau", -1.0, "prior_tau=-1.0"),
+    ("class_prior", [0.7, 0.3, 0.0], "positive"), ("prior_tau", -5.0, "prior_tau=-5.0"), ("prior_tau", 4.5, "prior_tau=4.5"),
     ("prior_tau", float("inf"), "prior_tau=inf"),
 ])
 def test_bad_values_are_refused_naming_the_file_and_value(field, value, says):
@@ -128,6 +128,28 @@ def test_probabilities_are_the_hand_computation_in_torch_and_numpy():
         class_prior=None, prior_tau=0, temperature=1).items()}})
     with pytest.raises(InfoError, match="records none"):
         probabilities(torch.tensor([BIAS]), uncal, tau=0.5)
+
+
+def test_a_negative_tau_moves_back_towards_the_prior_by_hand():
+    """A model trained with a logit-adjusted loss has balanced raw logits; tau -1 gives back the plain classifier
+    (logits + log prior), and the record and --prior-tau accept it within [-4, 4]."""
+    from lanfer.calibrate import parse_prior_tau
+    from lanfer.calibration import tau_grid
+
+    info = ModelInfo.from_metadata({"format": "lanfer", **{k: json.dumps(v) for k, v in _info(prior_tau=-1.0).items()}})
+    assert info.prior_tau == -1.0
+    p = np.asarray(probabilities(np.array([BIAS]), info))[0]
+    assert np.allclose(p, hand(tau=-1.0), atol=1e-6)
+    assert np.allclose(np.asarray(adjust_logits(np.array([BIAS]), info))[0],
+                       [b + math.log(q) for b, q in zip(BIAS, PRIOR)], atol=1e-9)
+    assert parse_prior_tau("-0.3") == -0.3
+    with pytest.raises(ValueError, match="-4"):
+        parse_prior_tau("-4.5")
+    assert tau_grid(-0.3) == (-0.3, -0.2, -0.1, 0.0, *[round(0.1 * i, 1) for i in range(1, 21)])
+    assert tau_grid() == tuple(round(0.1 * i, 1) for i in range(21))
+    for bad in ((1.0, 0.0), (-5.0, 2.0), (float("nan"), 2.0)):
+        with pytest.raises(ValueError, match="tau range"):
+            tau_grid(*bad)
 
 
 def test_python_api_applies_the_operating_point_once(ckpt, crops):

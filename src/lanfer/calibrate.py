@@ -23,6 +23,7 @@ import numpy as np
 
 from .calibration import (DEFAULT_MIN_RECALL, DEFAULT_TAUS, adjust_logits, choose_prior_tau, class_prior,
                           expected_calibration_error, fit_temperature, nll, probabilities, sweep_prior_tau)
+from .info import MAX_ABS_TAU
 from .io import atomic_write
 
 
@@ -42,8 +43,8 @@ def parse_prior_tau(text: str | float | None) -> float | str:
     if text is None or text == "auto":
         return "auto"
     value = float(text)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"--prior-tau {text!r}: expected auto or a finite number >= 0")
+    if not np.isfinite(value) or abs(value) > MAX_ABS_TAU:
+        raise ValueError(f"--prior-tau {text!r}: expected auto or a finite number in [-{MAX_ABS_TAU:g}, {MAX_ABS_TAU:g}]")
     return value
 
 

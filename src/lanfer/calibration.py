@@ -25,11 +25,22 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .info import InfoError, ModelInfo
+from .info import MAX_ABS_TAU, InfoError, ModelInfo
 
 ECE_BINS = 15
 #: the taus :func:`choose_prior_tau` tries by default: 0 (the plain classifier) to 2 in steps of 0.1
 DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
+
+
+def tau_grid(min_tau: float = 0.0, max_tau: float = 2.0, step: float = 0.1) -> tuple[float, ...]:
+    """Taus from ``min_tau`` to ``max_tau`` in ``step``s (rounded to 0.1 s). A negative ``min_tau`` lets the sweep
+    move a model trained with a logit-adjusted loss back towards its training prior (tau -1 undoes tau 1)."""
+    if not (math.isfinite(min_tau) and math.isfinite(max_tau)) or min_tau > max_tau or step <= 0:
+        raise ValueError(f"tau range {min_tau:g}..{max_tau:g} (step {step:g}) is empty or not finite")
+    if max(abs(min_tau), abs(max_tau)) > MAX_ABS_TAU:
+        raise ValueError(f"tau range {min_tau:g}..{max_tau:g} leaves [-{MAX_ABS_TAU:g}, {MAX_ABS_TAU:g}]")
+    n = int(round((max_tau - min_tau) / step))
+    return tuple(round(min_tau + step * i, 2) for i in range(n + 1))
 DEFAULT_MIN_RECALL = 0.40
 
 
@@ -38,8 +49,9 @@ def resolve_tau(info: ModelInfo | None, tau: float | None = None) -> float:
     own ``prior_tau`` (0 without a record). A non-zero tau needs the record's ``class_prior``."""
     if tau is None:
         return 0.0 if info is None else info.prior_tau
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
-        raise InfoError(f"prior_tau={tau!r} must be a finite number >= 0 (0: no prior correction)")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or abs(tau) > MAX_ABS_TAU:
+        raise InfoError(f"prior_tau={tau!r} must be a finite number in [-{MAX_ABS_TAU:g}, {MAX_ABS_TAU:g}] "
+                        "(0: no prior correction)")
     if tau != 0 and (info is None or info.class_prior is None):
         raise InfoError(f"prior_tau={tau:g} needs the model's class prior, and this model file records none; "
                         "write one with lanfer calibrate MODEL --data ROOT --out NEW.safetensors")

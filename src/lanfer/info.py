@@ -45,6 +45,11 @@ class InfoError(ValueError):
     """Model metadata that cannot be used (missing keys, wrong types); the message names the file."""
 
 
+#: the largest |prior_tau|: 1 is the balanced-error rule; a negative tau moves a model trained with a logit-adjusted
+#: loss (loss.logit_adjust, whose raw logits are already balanced) back towards the training prior
+MAX_ABS_TAU = 4.0
+
+
 @dataclass
 class FaceCrop:
     """How a face was cut out of a photo for this model, so prediction can cut it the same way.
@@ -134,8 +139,9 @@ class ModelInfo:
             raise InfoError(f"temperature={t!r} must be a positive finite number (1: uncalibrated)")
         self.temperature = float(t)
         tau = self.prior_tau
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
-            raise InfoError(f"prior_tau={tau!r} must be a finite number >= 0 (0: no prior correction)")
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or abs(tau) > MAX_ABS_TAU:
+            raise InfoError(f"prior_tau={tau!r} must be a finite number in [-{MAX_ABS_TAU:g}, {MAX_ABS_TAU:g}] "
+                            "(0: no prior correction)")
         self.prior_tau = float(tau)
         prior = self.class_prior
         if prior is None:

@@ -103,10 +103,10 @@ def add_prior_tau_flag(p: argparse.ArgumentParser) -> None:
 
 
 def prior_tau_or_auto(text: str) -> float | str:
-    """argparse type: ``auto`` or a finite tau >= 0 (``lanfer calibrate --prior-tau``)."""
+    """argparse type: ``auto`` or a finite tau in [-4, 4] (``lanfer calibrate --prior-tau``)."""
     from ..calibrate import parse_prior_tau
 
     try:
         return parse_prior_tau(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a number >= 0 such as 1.0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [-4, 4] such as 1.0, got {text!r}") from None

@@ -123,12 +123,13 @@ def add_ship(sub) -> None:
     def run(a):
         import json
 
+        from ..calibration import tau_grid
         from ..ship import ship
 
         evals = named_files(a.eval, "--eval", "pose30=runs/e30/metrics.json")
         crop = json.loads(a.crop) if a.crop else None
         calibrate = dict(data=a.data, root=a.root, split=a.split, overrides=a.overrides, prior_tau=a.prior_tau,
-                         min_recall=a.min_recall, device=a.device) if a.calibrate else None
+                         min_recall=a.min_recall, taus=tau_grid(a.min_tau), device=a.device) if a.calibrate else None
         out = ship(a.run, a.out, evals=evals, crop=crop, command='lanfer ship ' + ' '.join(sys.argv[2:]),
                    calibrate=calibrate)
         print(f"wrote {out}" + (f" (calibrated: {out.with_suffix('.calibration.json')})" if a.calibrate else ""))
@@ -147,6 +148,9 @@ def _add_calibration_flags(p) -> None:
                         "smallest tau with every class at --min-recall on the split, else the best mean class "
                         "accuracy; a number ships that tau (0: none)")
     p.add_argument("--min-recall", type=float, default=0.40, help="the recall floor of --prior-tau auto (0.40)")
+    p.add_argument("--min-tau", type=float, default=0.0,
+                   help="the sweep's lowest tau (default 0; the sweep runs to 2 in steps of 0.1). Negative for a "
+                        "model trained with loss.logit_adjust X: tau -X gives back the plain classifier")
     p.add_argument("--device", default="auto")
 
 
@@ -167,10 +171,12 @@ def add_calibrate(sub) -> None:
 
     def run(a):
         from ..calibrate import calibrate, format_calibration
+        from ..calibration import tau_grid
         from ..pretrained import resolve
 
         rec = calibrate(resolve(a.model), a.out, data=a.data, root=a.root, split=a.split, overrides=a.overrides,
-                        prior_tau=a.prior_tau, min_recall=a.min_recall, record=a.record, overwrite=a.overwrite,
+                        prior_tau=a.prior_tau, min_recall=a.min_recall, taus=tau_grid(a.min_tau), record=a.record,
+                        overwrite=a.overwrite,
                         batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
                         command="lanfer calibrate " + " ".join(sys.argv[2:]))
         print(format_calibration(rec))
