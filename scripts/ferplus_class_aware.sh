@@ -42,12 +42,14 @@ train() {
         --set train.warmup_epochs=0.1 $extra --out $run
   done
 }
-calibrate() {  # the tau table on val under the majority rule (the selection metric), T at the auto tau
+calibrate() {  # the tau table on val under the majority rule (the selection metric), T at the auto tau; from tau -1,
+  # because a model trained with the logit-adjusted loss has balanced raw logits: tau -1 gives back plain CE's rule
   for v in $VARIANTS; do
     local run=$OUT/$v
     [ -f $run/metrics.json ] || continue
     [ -f $run/val_calibration.json ] || $L calibrate $run/best.safetensors --root $R --split val \
-        --set data.options.label_mode=majority --out $run/calibrated.safetensors --record $run/val_calibration.json \
+        --set data.options.label_mode=majority --min-tau=-1 --out $run/calibrated.safetensors \
+        --record $run/val_calibration.json \
         --no-progress > /dev/null
   done
 }
