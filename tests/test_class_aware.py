@@ -161,3 +161,37 @@ def test_model_init_refuses_a_missing_file_another_arch_or_other_classes(tiny_fo
     with pytest.raises(ConfigError, match="classifies"):
         train(_cfg(tiny_folder, **{"model.init": best}), out=tmp_path / "c")
     assert not (tmp_path / "c" / "last.ckpt").exists()
+
+
+def test_class_aware_table_reads_the_tau_tables(tmp_path, capsys):
+    """scripts/class_aware_table.py on two hand-made calibration records: the floor tau is the least adjustment
+    with every class at 40%, the accuracy-kept tau the largest with accuracy >= 84%."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("class_aware_table",
+                                                  Path(__file__).parents[1] / "scripts" / "class_aware_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def rec(rows):
+        return {"tau_table": [{"tau": t, "accuracy": a, "mean_class_accuracy": m, "min_class_recall": lo,
+                               "per_class_recall": {"disgust": d, "contempt": c}} for t, a, m, lo, d, c in rows]}
+
+    rows = [(-0.2, 0.86, 0.60, 0.10, 0.20, 0.10), (0.0, 0.85, 0.65, 0.30, 0.40, 0.30),
+            (0.2, 0.83, 0.70, 0.45, 0.50, 0.45), (0.4, 0.80, 0.72, 0.50, 0.60, 0.50)]
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "val_calibration.json").write_text(json.dumps(rec(rows)))
+    (tmp_path / "v" / "metrics.jsonl").write_text(json.dumps({"images_per_s": 41.6}) + "\n")
+    got = table.row("v", rec(rows), tmp_path / "v" / "metrics.jsonl")
+    assert got[:5] == ["v", "85.00", "65.00", "40.00", "30.00"]  # tau 0: the raw model
+    assert got[5:8] == ["0.2", "83.00", "70.00"]  # the least tau with every class >= 40%
+    assert got[8] == "72.00 (tau 0.4)"
+    assert got[9:11] == ["0", "65.00 / 30.00 / 40.00 / 30.00"]  # the largest tau keeping accuracy >= 84%
+    assert got[11] == "42"
+    table.main([str(tmp_path), "--markdown"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| variant |") and out[2].startswith("| v | 85.00 |")
+    with pytest.raises(SystemExit, match="no \\*/val_calibration.json"):
+        table.main([str(tmp_path / "v")])
