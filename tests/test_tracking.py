@@ -157,13 +157,7 @@ def two_faces():
     return canvas
 
 
-def _write_video(path, frames, fps=10):
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
+from test_predict import _write_video  # noqa: E402  (the same mp4 writer as the predict tests)
 
 
 def _decoded(path):
