@@ -53,3 +53,12 @@ def _check_available(device: torch.device, what: str) -> None:
     if available is not None and not available():
         raise DeviceError(f"{what}={str(device)!r} was asked for but this machine has no {device.type} device; "
                           f"use {what}=cpu or auto")
+
+
+def onnx_providers(device: torch.device, ort) -> list[str]:
+    """ONNX Runtime execution providers for ``device``: CUDA first when it is a GPU and this onnxruntime (``ort``,
+    the imported module) has it, the CPU always (the classifier's and BlazeFace's sessions share this choice)."""
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return providers

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..devices import onnx_providers
 from ..model.backbones import SameConv2d
 from ._checks import as_rgb_uint8
 from .align import ARCFACE_TEMPLATE
@@ -426,7 +427,5 @@ def _onnx_session(model: bytes, device: torch.device, session_options=None):
         import onnxruntime as ort
     except ImportError as e:
         raise ImportError("BlazeFace with backend='onnx' needs onnxruntime: pip install 'lanfer[onnx]'") from e
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = onnx_providers(device, ort)
     return ort.InferenceSession(model, sess_options=session_options, providers=providers)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError
+from ..devices import onnx_providers
 from ..info import InfoError, ModelInfo
 
 Runner = Callable[[torch.Tensor], "tuple[np.ndarray, np.ndarray | None]"]
@@ -73,9 +74,7 @@ def open_onnx(model: str | Path | bytes, device: torch.device, session_options: 
         import onnxruntime as ort
     except ImportError as e:
         raise ImportError("backend='onnx' needs onnxruntime: pip install 'lanfer[onnx]'") from e
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = onnx_providers(device, ort)
     try:
         session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=session_options,
                                        providers=providers)
