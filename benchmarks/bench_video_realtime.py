@@ -1,6 +1,6 @@
 """Video end to end at 640x480 (decode, detect, align, classify, write the table) with 1 to 3 faces: frames/s
-with and without detection reuse (``detect_every``), per face detector, for issue 20's target (>= 15
-frames/s on 2 cores).
+with and without detection reuse (``detect_every``) and classification reuse (``classify_every``), per face
+detector, for issue 20's target (>= 15 frames/s on 2 cores, >= 8x the MTCNN path).
 
 Each video is written with OpenCV: 1, 2 or 3 faces on a grey 640x480 frame, drifting a few pixels per frame
 (so that no two frames are equal and the tracker has work). The faces are cut from the face-api demo photo
@@ -13,6 +13,7 @@ change expression, so every change is jitter that smoothing should remove.
 
     python benchmarks/bench_video_realtime.py                                   # both detectors, k = 1, 3, 6; 1-3 faces
     python benchmarks/bench_video_realtime.py --detectors blazeface --every 1,4 --frames 60
+    python benchmarks/bench_video_realtime.py --every 1,6 --classify-every 1,3,6    # with classification reuse
     python benchmarks/bench_video_realtime.py --out results/video/realtime.json
 """
 from __future__ import annotations
@@ -79,9 +80,11 @@ def write_video(path: Path, patches: list[np.ndarray], frames: int, fps: int = 2
     out.release()
 
 
-def run(predictor: Predictor, video: Path, out_csv: Path, every: int, batch: int, smooth: float = SMOOTH) -> dict:
+def run(predictor: Predictor, video: Path, out_csv: Path, every: int, batch: int, smooth: float = SMOOTH,
+        classify_every: int = 1) -> dict:
     t = time.perf_counter()
-    table = predictor.predict(str(video), batch_size=batch, progress=False, detect_every=every, smooth=smooth)
+    table = predictor.predict(str(video), batch_size=batch, progress=False, detect_every=every, smooth=smooth,
+                              classify_every=classify_every)
     write_table(table, out_csv)
     wall = time.perf_counter() - t
     frames = table.attrs["frames"]
@@ -101,6 +104,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30, help="frames per video (default 30)")
     ap.add_argument("--faces", default="1,2,3", help="face counts, one video each (default 1,2,3)")
     ap.add_argument("--every", default="1,3,6", help="detect_every values; 1 is no reuse (default 1,3,6)")
+    ap.add_argument("--classify-every", default="1",
+                    help="classify_every values, each run with every detect_every: a tracked face is classified on "
+                         "every k-th frame of its track only; 1 is no reuse (default 1)")
     ap.add_argument("--smooth", default=str(SMOOTH),
                     help=f"smoothing factors, comma-separated (default {SMOOTH:g}, lanfer's); e.g. 0,0.5 to see what "
                          "smoothing does to the label changes along each track")
@@ -120,6 +126,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     faces = [int(v) for v in a.faces.split(",")]
     everies = [int(v) for v in a.every.split(",")]
+    classify_everies = [int(v) for v in a.classify_every.split(",")]
     smooths = [float(v) for v in a.smooth.split(",")]
     detectors = [d for d in a.detectors.split(",") if d]
     backends = [b for b in a.backend.split(",") if b]
@@ -161,38 +168,41 @@ def main() -> None:
                 for n in faces:
                     run(predictor, videos[n], Path(tmp) / "warm.csv", 1, a.batch)  # warm-up: weights, kernels, sizes
                     for every in everies:
-                        for smooth in smooths:
-                            r = run(predictor, videos[n], Path(tmp) / "predictions.csv", every, a.batch, smooth)
-                            rows.append({"backend": backend, "detector": name, "detector_backend": detector_backend,
-                                         "faces_per_frame": n,
-                                         "detect_every": every, "smooth": smooth, **r})
-                            print(f"  {backend:<5} {name:<10} {n} face(s) detect_every {every} smooth {smooth:g}: "
-                                  f"{r['frames_per_s']:.2f} frames/s ({r['faces']} faces, {r['tracks']} tracks, "
-                                  f"{r['label_changes']} label changes)", flush=True)
-    print(f"\n{'backend':<7} {'detector':<10} {'faces':>5} {'every':>5} {'smooth':>6} {'frames/s':>9} {'vs k=1':>7} "
-          f"{'detect s':>9} {'align s':>8} {'classify s':>11} {'read s':>7} {'faces':>6} {'tracks':>6} {'changes':>7}")
+                        for ce in classify_everies:
+                            for smooth in smooths:
+                                r = run(predictor, videos[n], Path(tmp) / "predictions.csv", every, a.batch, smooth, ce)
+                                rows.append({"backend": backend, "detector": name, "detector_backend": detector_backend,
+                                             "faces_per_frame": n, "detect_every": every, "classify_every": ce,
+                                             "smooth": smooth, **r})
+                                print(f"  {backend:<5} {name:<10} {n} face(s) detect_every {every} classify_every {ce} "
+                                      f"smooth {smooth:g}: {r['frames_per_s']:.2f} frames/s ({r['faces']} faces, "
+                                      f"{r['tracks']} tracks, {r['label_changes']} label changes)", flush=True)
+    print(f"\n{'backend':<7} {'detector':<10} {'faces':>5} {'every':>5} {'cls':>4} {'smooth':>6} {'frames/s':>9} "
+          f"{'vs k=1':>7} {'detect s':>9} {'align s':>8} {'classify s':>11} {'read s':>7} {'faces':>6} {'tracks':>6} "
+          f"{'changes':>7}")
     for r in rows:
         base = next(b for b in rows if b["backend"] == r["backend"] and b["detector"] == r["detector"]
                     and b["faces_per_frame"] == r["faces_per_frame"] and b["smooth"] == r["smooth"]
-                    and b["detect_every"] == min(everies))
+                    and b["detect_every"] == min(everies) and b["classify_every"] == min(classify_everies))
         r["speedup_vs_every_min"] = round(r["frames_per_s"] / base["frames_per_s"], 3)
         print(f"{r['backend']:<7} {r['detector']:<10} {r['faces_per_frame']:>5} {r['detect_every']:>5} "
-              f"{r['smooth']:>6g} {r['frames_per_s']:9.2f} {r['speedup_vs_every_min']:6.2f}x {r['detect_s']:9.2f} "
-              f"{r['align_pose_s']:8.2f} {r['classify_s']:11.2f} {r['read_s']:7.2f} {r['faces']:6d} {r['tracks']:6d} "
-              f"{r['label_changes']:7d}")
+              f"{r['classify_every']:>4} {r['smooth']:>6g} {r['frames_per_s']:9.2f} {r['speedup_vs_every_min']:6.2f}x "
+              f"{r['detect_s']:9.2f} {r['align_pose_s']:8.2f} {r['classify_s']:11.2f} {r['read_s']:7.2f} "
+              f"{r['faces']:6d} {r['tracks']:6d} {r['label_changes']:7d}")
     # the summary (run_all.py's key figure): the best configuration for each face count, and how many times the
-    # path before issue 20 (MTCNN, PyTorch, the detector on every frame) it runs, when this run measured that path
+    # path before issue 20 (MTCNN, PyTorch, the detector and the classifier on every frame) it runs, when this run
+    # measured that path; every configuration competes for the best, classification reuse included
     best, speedups = [], {}
     for n in faces:
         b = max((r for r in rows if r["faces_per_frame"] == n), key=lambda r: r["frames_per_s"])
         old = [r for r in rows if r["faces_per_frame"] == n and r["detector"] == "mtcnn" and r["backend"] == "torch"
-               and r["detect_every"] == 1 and r["smooth"] == b["smooth"]]
+               and r["detect_every"] == 1 and r["classify_every"] == 1 and r["smooth"] == b["smooth"]]
         vs = ""
         if old:
             speedups[n] = round(b["frames_per_s"] / old[0]["frames_per_s"], 2)
             vs = f", {speedups[n]:.1f}x the MTCNN path's {old[0]['frames_per_s']:.1f}"
         best.append(f"{n} face{'s' * (n > 1)} {b['frames_per_s']:.1f} ({b['detector']}, {b['backend']}, "
-                    f"detect_every {b['detect_every']}{vs})")
+                    f"detect_every {b['detect_every']}, classify_every {b['classify_every']}{vs})")
     print(f"640x480 end to end, best frames/s: {'; '.join(best)}; {cpu_model()}, {usable_cpus()} cores, "
           f"{torch.get_num_threads()} torch thread(s)")
     if a.out:

@@ -1,15 +1,18 @@
 """Video tracking and smoothing: the IoU tracker and the probability smoother on synthetic box sequences
 (moving, crossing, appearing, disappearing), an EMA computed by hand, and the video path of ``Predictor.predict``
 end to end on tiny synthetic videos: ``track_id`` in the table, CSV and JSON, detection reuse
-(``detect_every``) against a counting detector, its equivalence at k=1 with the photo path, smoothing against
-the EMA of the unsmoothed table, and bad video files.
+(``detect_every``) against a counting detector, classification reuse (``classify_every``) against a counting
+classifier, its equivalence at k=1 with the photo path, smoothing against the EMA of the unsmoothed table, and
+bad video files.
 
 References: box IoUs computed by hand; the EMA written out per frame; the photo path (each decoded frame
-predicted as an in-memory image, no tracking) for the video path at ``detect_every=1, smooth=0``.
+predicted as an in-memory image, no tracking) for the video path at ``detect_every=1, smooth=0``; the table
+at ``classify_every=1`` for the frames that ``classify_every=k`` classifies.
 """
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -173,12 +176,12 @@ def _decoded(path):
 
 class _ScriptedDetector:
     """Faces whose boxes move by a fixed step per detector image (its n-th image is the n-th detected frame,
-    since frames are detected in order); face 1 exists only in the first ``face1_until`` images."""
+    since frames are detected in order); face 1 exists only in images ``face1_from`` to ``face1_until - 1``."""
 
-    def __init__(self, step=(4.0, 0.0), face1_until=10**9):
+    def __init__(self, step=(4.0, 0.0), face1_until=10**9, face1_from=0):
         self.seen = 0
         self.calls: list[int] = []
-        self.step, self.face1_until = np.array(step), face1_until
+        self.step, self.face1_until, self.face1_from = np.array(step), face1_until, face1_from
 
     def detect(self, images):
         self.calls.append(len(images))
@@ -187,7 +190,7 @@ class _ScriptedDetector:
             d = self.step * self.seen
             faces = []
             for k, x0 in enumerate((10.0, 120.0)):
-                if k == 1 and self.seen >= self.face1_until:
+                if k == 1 and not self.face1_from <= self.seen < self.face1_until:
                     continue
                 lm = np.array([[25, 40], [55, 40], [40, 55], [28, 70], [52, 70]], float) + [x0 - 10, 0] + d
                 faces.append(Face((x0 + d[0], 10 + d[1], x0 + 70 + d[0], 90 + d[1]), 0.99, lm))
@@ -296,6 +299,97 @@ def test_bad_settings_and_bad_videos(checkpoint, tmp_path):
     assert (table[table["source"] == str(good)]["status"] == "ok").sum() == 8  # the run went on
 
 
+def _count_crops(p):
+    """Make ``p.classify`` record how many crops each call gets; returns that list."""
+    calls, classify = [], p.classify
+
+    def counted(crops):
+        calls.append(len(crops))
+        return classify(crops)
+
+    p.classify = counted
+    return calls
+
+
+def _probs_by_track(table):
+    """{(frame, track_id): prob_* row} of a video table."""
+    prob = [f"prob_{c}" for c in CLASSES]
+    return {(int(f), int(t)): np.asarray(r, float) for f, t, r in
+            zip(table["frame"], table["track_id"], table[prob].to_numpy(float))}
+
+
+# face 1 appears on frame 4 (detector image 4) while track 0 reuses frame 3's probabilities, or, detecting on
+# frames 0, 3, 6, 9, on frame 3 (detector image 1); (track 1's first frame, its frames, crops of the video)
+@pytest.mark.parametrize("detect_every, face1_from, first1, frames1, crops", [(1, 4, 4, 6, 4 + 2), (3, 1, 3, 7, 4 + 3)])
+def test_classify_every_reuses_the_tracks_last_probabilities(checkpoint, tmp_path, detect_every, face1_from, first1,
+                                                             frames1, crops):
+    video = _write_video(tmp_path / "clip.mp4", _frames(10))
+    photo = _frames(1, seed=5)[0]
+
+    def run(classify_every=None):
+        det = _ScriptedDetector(step=(12.0, 0.0), face1_from=face1_from)
+        p = Predictor.from_checkpoint(checkpoint, device="cpu", detector=det)
+        calls = _count_crops(p)
+        kw = {} if classify_every is None else {"classify_every": classify_every}
+        # a photo after the video (the scripted detector finds both faces there too): never tracked, so classified
+        table = p.predict([video, photo], progress=False, window=4, batch_size=3, detect_every=detect_every,
+                          smooth=0.0, **kw)
+        return table, sum(calls)
+
+    full, n_full = run()  # the default: every face of every frame
+    assert full.attrs["classify_every"] == 1 and n_full == len(full) == 2 + 10 + frames1
+    table, n = run(classify_every=3)
+    assert table.attrs["classify_every"] == 3 and len(table) == len(full)
+    # track 0 on frames 0, 3, 6, 9; track 1 on its first frame, then every 3rd; and the photo's two faces
+    assert n == crops + 2
+    vid = table[table["source"] == str(video)]
+    assert vid["track_id"].tolist() == full[full["source"] == str(video)]["track_id"].tolist()
+    assert vid["label"].notna().all() and vid.filter(like="prob_").notna().all().all()
+    got, ref = _probs_by_track(vid), _probs_by_track(full[full["source"] == str(video)])
+    first = {0: 0, 1: first1}
+    for (frame, tid), probs in got.items():
+        key = frame - (frame - first[tid]) % 3  # the track's last classified frame
+        np.testing.assert_allclose(probs, ref[(key, tid)], atol=1e-6)
+        if key != frame:  # a carried row: the same probabilities and label as the row it reuses
+            assert vid[(vid["frame"] == frame) & (vid["track_id"] == tid)]["label"].item() == \
+                vid[(vid["frame"] == key) & (vid["track_id"] == tid)]["label"].item()
+    photos = table[table["source"] == "array:0"], full[full["source"] == "array:0"]
+    np.testing.assert_allclose(photos[0].filter(like="prob_").to_numpy(float),
+                               photos[1].filter(like="prob_").to_numpy(float), atol=1e-6)
+
+
+def test_classify_every_smooths_the_reused_probabilities(checkpoint, tmp_path):
+    video = _write_video(tmp_path / "clip.mp4", _frames(9, seed=3))
+
+    def run(smooth):
+        det = _ScriptedDetector(face1_until=4)  # face 1 leaves after frame 3
+        return Predictor.from_checkpoint(checkpoint, device="cpu", detector=det).predict(
+            video, progress=False, smooth=smooth, batch_size=4, window=2, classify_every=2)
+
+    raw, sm = run(0.0), run(0.7)
+    prob = [f"prob_{c}" for c in CLASSES]
+    for tid, g in raw.groupby("track_id"):
+        p = g[prob].to_numpy(dtype=float)  # (T, K): each classified frame's probabilities, then reused once
+        np.testing.assert_allclose(p[1::2], p[0::2][:len(p[1::2])], atol=1e-6)
+        s = [p[0]]
+        for row in p[1:]:  # the smoother sees a reused frame as one more frame of the same evidence
+            s.append(0.7 * s[-1] + 0.3 * row)
+        np.testing.assert_allclose(sm[sm["track_id"] == tid][prob].to_numpy(dtype=float), np.array(s), atol=1e-6)
+
+
+def test_classify_every_refuses_bad_values(checkpoint):
+    from lanfer.predict import TrackingOptions
+
+    p = Predictor.from_checkpoint(checkpoint, device="cpu", detector=_ScriptedDetector())
+    for bad in (0, -2, 1.5, "2", None, float("nan")):
+        with pytest.raises(ValueError, match=re.escape(f"classify_every must be a whole number of frames >= 1, "
+                                                       f"got {bad!r}")):
+            p.predict(_frames(1), progress=False, classify_every=bad)
+        with pytest.raises(ValueError, match="classify_every"):
+            TrackingOptions(classify_every=bad)
+    assert TrackingOptions(classify_every=4.0).classify_every == 4 and TrackingOptions().classify_every == 1
+
+
 def test_cli_track_ids_in_csv_and_json(checkpoint, two_faces, tmp_path, capsys):
     from PIL import Image
 
@@ -318,7 +412,16 @@ def test_cli_track_ids_in_csv_and_json(checkpoint, two_faces, tmp_path, capsys):
     csv = pd.read_csv(out / "predictions.csv")
     assert rc == 0 and list(csv.columns[:4]) == ["source", "frame", "face", "track_id"]
     assert csv["track_id"].tolist() == [0, 1] * 6
-    for bad in (["--detect-every", "0"], ["--smooth", "1"], ["--smooth", "x"]):
+    rc = main(["predict", str(checkpoint), str(video), "--out", str(out), "--no-progress", "--device", "cpu",
+               "--classify-every", "2", "--smooth", "0"])
+    every2 = pd.read_csv(out / "predictions.csv")
+    prob = [f"prob_{c}" for c in CLASSES]
+    assert rc == 0 and every2["track_id"].tolist() == [0, 1] * 6
+    # frames 1, 3, 5 reuse frames 0, 2, 4 (each track's rows: face 0 then face 1 in every frame)
+    np.testing.assert_allclose(every2[prob].to_numpy()[2::4], every2[prob].to_numpy()[0::4], atol=1e-6)
+    np.testing.assert_allclose(every2[prob].to_numpy()[3::4], every2[prob].to_numpy()[1::4], atol=1e-6)
+    for bad in (["--detect-every", "0"], ["--classify-every", "0"], ["--classify-every", "1.5"], ["--smooth", "1"],
+                ["--smooth", "x"]):
         with pytest.raises(SystemExit) as e:
             main(["predict", str(video), *bad])
         assert e.value.code == 2

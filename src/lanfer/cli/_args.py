@@ -58,7 +58,7 @@ SMOOTH = 0.5
 
 
 def frame_count(text: str) -> int:
-    """argparse type: a whole number of frames >= 1 (``--detect-every``)."""
+    """argparse type: a whole number of frames >= 1 (``--detect-every``, ``--classify-every``)."""
     try:
         v = int(text)
     except ValueError:

@@ -29,6 +29,10 @@ def add_predict(sub) -> None:
                    help="videos: run the face detector on every K-th kept frame only, and cut the frames between "
                         "where each tracked face was last found (faster; moving faces are cut up to K-1 frames "
                         "late; default 1: every frame)")
+    p.add_argument("--classify-every", type=frame_count, default=1, metavar="K",
+                   help="videos: classify each tracked face on every K-th frame of its track only; the frames "
+                        "between reuse its last probabilities (faster; a change of expression shows up to K-1 "
+                        "frames late; default 1: every frame)")
     p.add_argument("--smooth", type=smooth_factor, default=SMOOTH, metavar="F",
                    help=f"videos: each tracked face's probabilities are a moving average, F x the previous ones + "
                         f"(1 - F) x this frame's, and its label their arg max (0: off; default {SMOOTH:g}); "
@@ -59,8 +63,8 @@ def add_predict(sub) -> None:
                                      detect=not a.no_detect, every_nth_frame=a.every_nth_frame, batch_size=a.batch_size,
                                      device=a.device, onnx=a.onnx, progress=not a.no_progress,
                                      min_face_size=a.min_face_size, prior_tau=a.prior_tau,
-                                     detect_every=a.detect_every, smooth=a.smooth, detector=a.detector,
-                                     backend=a.backend)
+                                     detect_every=a.detect_every, classify_every=a.classify_every,
+                                     smooth=a.smooth, detector=a.detector, backend=a.backend)
         print(summary)
         return 1 if table["status"].str.startswith("error").any() else 0  # some input could not be read
 

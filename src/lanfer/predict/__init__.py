@@ -17,7 +17,9 @@ another), the LAN attention map F_m and the head pose from the landmarks.
 
 In videos (and webcams), faces are followed from frame to frame by an IoU tracker (the ``track_id`` column),
 each track's probabilities are smoothed over time (``smooth=``, default :data:`SMOOTH`; photos never are),
-and ``detect_every=k`` runs the detector on every k-th frame only, carrying the tracked faces in between.
+``detect_every=k`` runs the detector on every k-th frame only, carrying the tracked faces in between, and
+``classify_every=k`` classifies each tracked face on every k-th frame of its track only, reusing its last
+probabilities in between.
 
 Videos are streamed with ``cv2.VideoCapture``: fewer than ``window + max(window, batch_size)`` frames are
 held at any time (the table records the peak in ``attrs["max_frames_held"]``), whatever the video's length. Every input

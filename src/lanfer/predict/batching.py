@@ -2,8 +2,10 @@
 images and frames -> the model -> table rows and overlays, in input order, with bounded memory.
 
 Video frames also go through their video's :class:`_Tracking`: faces get a ``track_id`` when detected (in
-frame order), frames between detections (``detect_every > 1``) carry their tracks' faces over, and each
-track's probabilities are smoothed when its frames come out of the queue (again in frame order)."""
+frame order), frames between detections (``detect_every > 1``) carry their tracks' faces over, faces whose
+track was classified less than ``classify_every`` frames before skip the model, and each track's
+probabilities are smoothed when its frames come out of the queue (again in frame order), where the faces that
+skipped the model take their track's last probabilities."""
 from __future__ import annotations
 
 import time
@@ -26,15 +28,19 @@ class TrackingOptions:
     Args:
         detect_every: run the detector on every k-th kept frame of a video only; the frames in between cut
             each face where its track was last detected (1: detect every frame).
+        classify_every: classify each tracked face on every k-th frame of its track only (its first frame,
+            then k frames later, ...); the frames in between reuse the track's last probabilities (1: classify
+            every face of every frame).
         smooth: per-track exponential moving average weight of the past probabilities, in [0, 1) (0: off).
         iou_threshold: the least box overlap for a face to keep its track.
         max_missed: detected frames a track may go unmatched before it ends.
     """
 
-    def __init__(self, detect_every: int = 1, smooth: float = 0.0, iou_threshold: float = 0.3, max_missed: int = 5):
-        if int(detect_every) != detect_every or detect_every < 1:
-            raise ValueError(f"detect_every must be a whole number of frames >= 1, got {detect_every}")
-        self.detect_every, self.smooth = int(detect_every), float(smooth)
+    def __init__(self, detect_every: int = 1, smooth: float = 0.0, iou_threshold: float = 0.3, max_missed: int = 5,
+                 classify_every: int = 1):
+        self.detect_every = _frame_count("detect_every", detect_every)
+        self.classify_every = _frame_count("classify_every", classify_every)
+        self.smooth = float(smooth)
         self.iou_threshold, self.max_missed = float(iou_threshold), int(max_missed)
         self.new()  # checks smooth, iou_threshold and max_missed now, not at the first video
 
@@ -42,16 +48,32 @@ class TrackingOptions:
         return _Tracking(self)
 
 
+def _frame_count(name: str, value: Any) -> int:
+    """``value`` as a whole number of frames >= 1, or a ValueError naming ``name`` and the value."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= 1
+    except (TypeError, ValueError, OverflowError):  # "3", None, NaN, infinity
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a whole number of frames >= 1, got {value!r}")
+    return int(value)
+
+
 class _Tracking:
     """One video's tracker (updated on detected frames) and smoother (updated as frames are emitted); also
     one webcam stream of ``lanfer serve``."""
 
     def __init__(self, options: TrackingOptions):
-        self.detect_every = options.detect_every
+        self.detect_every, self.classify_every = options.detect_every, options.classify_every
         self.tracker = IoUTracker(options.iou_threshold, options.max_missed)
         # a track ends after max_missed + 1 detected frames without a match, i.e. at most this many kept frames
         self.smoother = ProbabilitySmoother(options.smooth, (options.max_missed + 1) * options.detect_every)
         self.poses: dict[int, tuple[float, float, float]] = {}  # track_id -> pose at its last detection
+        # classify_every > 1: track_id -> step of its last face sent to the model (kept by reuse(), as frames
+        # are cut), and track_id -> (probs (K,), attention, step) of its last classified face (kept by smooth(),
+        # as frames are emitted)
+        self.sent: dict[int, int] = {}
+        self.last: dict[int, tuple[np.ndarray, np.ndarray | None, int]] = {}
 
     def update(self, faces: list[FaceResult]) -> None:
         """A detected frame's faces: their track ids, and their poses kept for the frames that carry them."""
@@ -62,9 +84,43 @@ class _Tracking:
         alive = self.tracker.alive_ids
         self.poses = {t: p for t, p in self.poses.items() if t in alive}
 
-    def smooth(self, faces: list[FaceResult], step: int, classes: Sequence[str]) -> None:
-        """Each classified face's probabilities become its track's moving average as of frame ``step``, and its
-        label their arg max; call it once per frame, in frame order."""
+    def reuse(self, faces: list[FaceResult], step: int) -> list[FaceResult]:
+        """The faces of frame ``step`` that skip the model: those whose track sent a face to it less than
+        ``classify_every`` frames before; call it once per frame, in frame order, after :meth:`update`.
+
+        Why per track and not "classify on every k-th frame of the video": a track that starts (or comes back
+        after missed frames) on any frame is classified at once instead of waiting for the next key frame with
+        no probabilities to reuse, and every face's probabilities are at most k - 1 frames old. With
+        ``classify_every == detect_every`` the tracks, which start on detected frames, are classified on the
+        detected frames only."""
+        if self.classify_every == 1:
+            return []
+        reused = []
+        for face in faces:
+            last = self.sent.get(face.track_id)
+            if last is not None and step - last < self.classify_every:
+                reused.append(face)
+            else:
+                self.sent[face.track_id] = step
+        self.sent = {t: s for t, s in self.sent.items() if step - s < self.classify_every}  # older is as none
+        return reused
+
+    def smooth(self, faces: list[FaceResult], step: int, classes: Sequence[str],
+               reused: Sequence[FaceResult] = ()) -> None:
+        """The faces of ``reused`` (from :meth:`reuse`) take their track's last probabilities (and attention)
+        from the model; then each face's probabilities become its track's moving average as of frame ``step``,
+        and its label their arg max; call it once per frame, in frame order."""
+        if self.classify_every > 1:
+            # frames come out in order, so a track's last classified face (at most classify_every - 1 frames
+            # before) is out already; its probabilities are taken before smoothing, so a reused frame counts as
+            # one more frame of that evidence, as if the model had said the same again
+            for face in faces:
+                if any(face is r for r in reused):
+                    probs, attention, _ = self.last[face.track_id]
+                    face.set_prediction(probs, classes, attention)
+                else:
+                    self.last[face.track_id] = (face.probs, face.attention, step)
+            self.last = {t: v for t, v in self.last.items() if step - v[2] < self.classify_every}
         if self.smoother.smooth > 0:
             for face in faces:
                 if face.track_id is not None and face.probs is not None:
@@ -148,7 +204,8 @@ class _Run:
         """Recover from a Ctrl-C at any point: drop the frames not yet detected, re-queue every face still
         without probabilities (a batch may have been cut short), so that finish() emits the rest."""
         self.win = [f for f in self.win if isinstance(f, _EndOfSource)]
-        self.pending = [face for f in self.queue if isinstance(f, _Frame) for face in f.faces if not face.classified]
+        self.pending = [face for f in self.queue if isinstance(f, _Frame) for face in f.faces
+                        if not face.classified and not any(face is r for r in f.reused)]
 
     def finish(self) -> None:
         """Detect and classify what is left, and emit every remaining row."""
@@ -177,6 +234,8 @@ class _Run:
                         f.tracking.update(f.faces)
                 else:
                     f.faces = [self._carried(f, track) for track in f.tracking.tracker.held()]
+                if f.tracking is not None:
+                    f.reused = f.tracking.reuse(f.faces, f.step)
                 if not f.faces:
                     f.status = STATUS_NO_FACE
             self.detected_frames += len(keys)
@@ -186,9 +245,11 @@ class _Run:
             for f in frames:
                 f.faces = [FaceResult.whole_image(f.image)]
         for f in frames:
-            self.pending += f.faces
+            self.pending += [face for face in f.faces if not any(face is r for r in f.reused)]
             if self.overlays is None:
                 f.image = None  # only the crops are needed from here on
+                for face in f.reused:
+                    face.crop = None  # not classified: its crop is for overlays only
         self.queue.extend(self.win)
         self.win = []
         self._classify(force=sum(isinstance(f, _Frame) for f in self.queue) >= self.limit)
@@ -222,7 +283,7 @@ class _Run:
                 item.sink.close()
                 continue
             if item.tracking is not None:  # frames leave the queue in order, classified
-                item.tracking.smooth(item.faces, item.step, self.p.classes)
+                item.tracking.smooth(item.faces, item.step, self.p.classes, item.reused)
             self.rows += self._rows(item)
             if item.sink is not None and item.image is not None:
                 t = time.perf_counter()

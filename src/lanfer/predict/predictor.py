@@ -155,7 +155,7 @@ class Predictor:
     def predict(self, inputs: Any, batch_size: int = 32, progress: bool = True, detect: bool = True,
                 every_nth_frame: int = 1, return_attention: bool = False, overlay_dir: str | Path | None = None,
                 window: int = 8, detect_every: int = 1, smooth: float = SMOOTH, iou_threshold: float = 0.3,
-                max_missed: int = 5) -> PredictionTable:
+                max_missed: int = 5, classify_every: int = 1) -> PredictionTable:
         """Predict the expression of every face in ``inputs``.
 
         Args:
@@ -173,6 +173,10 @@ class Predictor:
                 cut each face where its track was last detected (score NaN in their rows). Faster by up to k
                 times the detector's share of the time; a face that moves is cut up to k - 1 frames late,
                 and one that appears is found up to k - 1 frames late. 1: detect on every frame.
+            classify_every: in videos, classify each tracked face on every k-th frame of its track only (its
+                first frame, then k frames later, ...); the rows in between get the track's last probabilities
+                and label (before smoothing). Faster by up to k times the classifier's share of the time; an
+                expression that changes is seen up to k - 1 frames late. 1: classify every face of every frame.
             smooth: in videos, each track's probabilities are an exponential moving average,
                 ``s_t = smooth * s_(t-1) + (1 - smooth) * p_t``, and the label is their arg max (0: off).
                 Photos are never smoothed.
@@ -186,7 +190,8 @@ class Predictor:
         if batch_size < 1 or every_nth_frame < 1 or window < 1:
             raise ValueError(f"batch_size, every_nth_frame and window must be >= 1, got {batch_size}, "
                              f"{every_nth_frame}, {window}")
-        tracking = TrackingOptions(detect_every, smooth, iou_threshold, max_missed)  # refuses bad values
+        tracking = TrackingOptions(detect_every, smooth, iou_threshold, max_missed,  # refuses bad values
+                                   classify_every=classify_every)
         if detect and self.detector is None:
             raise ValueError("this Predictor has no face detector (detector=None): pass detect=False for aligned "
                              f"face crops, or build it with detector={DEFAULT_DETECTOR!r}")
@@ -219,7 +224,8 @@ class Predictor:
         table.normalize = self.normalize
         table._images = {s.name: s.image for s in sources if isinstance(s, _ImageArray)}
         table.attrs.update(wall_s=time.perf_counter() - start, frames=run.n_frames,
-                           detected_frames=run.detected_frames, detect_every=detect_every, smooth=smooth,
+                           detected_frames=run.detected_frames, detect_every=detect_every,
+                           classify_every=classify_every, smooth=smooth,
                            max_frames_held=run.max_held, backend=self.backend,
                            timing={k: round(v, 4) for k, v in run.timing.items()})
         return table
@@ -261,7 +267,7 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
                 overlay: bool = False, detect: bool = True, every_nth_frame: int = 1, batch_size: int = 32,
                 device: str = "auto", onnx: str | Path | None = None,
                 progress: bool = True, min_face_size: int | None = None,
-                prior_tau: float | None = None, detect_every: int = 1,
+                prior_tau: float | None = None, detect_every: int = 1, classify_every: int = 1,
                 smooth: float = SMOOTH, detector: str = DEFAULT_DETECTOR,
                 backend: str = "torch") -> tuple[PredictionTable, str]:
     """``lanfer predict``: predict on ``inputs`` and write ``OUT/predictions.csv`` (or ``.json``) and, with
@@ -277,7 +283,8 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
     ``min_face_size``: faces narrower than this many pixels are dropped (default: none for BlazeFace; MTCNN
     searches from 20). For MTCNN it also sets the search: most of its time is its largest pyramid levels, which
     only small faces need: 40 made video prediction 1.7x faster in ``benchmarks/bench_predict_video.py``.
-    ``detect_every``, ``smooth``: video tracking (``--detect-every``, ``--smooth``; see :meth:`Predictor.predict`).
+    ``detect_every``, ``classify_every``, ``smooth``: video tracking (``--detect-every``, ``--classify-every``,
+    ``--smooth``; see :meth:`Predictor.predict`).
     """
     from ..pretrained import resolve
 
@@ -305,7 +312,7 @@ def run_predict(checkpoint: str | Path | None, inputs: Sequence[Any], out: str |
               for i in inputs]
     table = predictor.predict(inputs, batch_size=batch_size, progress=progress, detect=detect,
                               every_nth_frame=every_nth_frame, overlay_dir=out / "overlays" if overlay else None,
-                              detect_every=detect_every, smooth=smooth)
+                              detect_every=detect_every, classify_every=classify_every, smooth=smooth)
     path = write_table(table, out / f"predictions.{format}")
     text = summarize(table) + f"\nwrote {path}" + (f" and overlays in {out / 'overlays'}" if overlay else "")
     return table, text

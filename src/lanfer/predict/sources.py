@@ -31,10 +31,12 @@ class _Frame:
     sink: Any = None  # the overlay writer of its source
     tracking: Any = None  # its video's tracker and smoother (batching._Tracking); None for photos
     step: int = 0  # its number among the frames kept from its source (0, 1, 2 ...)
+    # faces that skip the model (classify_every > 1) and take their track's last probabilities when emitted
+    reused: list[FaceResult] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
-        return all(f.classified for f in self.faces)
+        return all(f.classified or any(f is r for r in self.reused) for f in self.faces)
 
 
 @dataclass(eq=False)

@@ -24,7 +24,9 @@ class PredictionTable(pd.DataFrame):
     Boxes, landmarks and pose are in the source image's pixels and degrees (conventions of
     :mod:`lanfer.faces.pose`). ``track_id`` numbers each face of a video over its frames (from 0 in each
     video; missing for photos); a video row whose ``score`` is NaN was carried from the last detected frame
-    (``detect_every > 1``), and video probabilities are smoothed per track (``smooth``). Filtering, sorting and slicing keep the class and its metadata.
+    (``detect_every > 1``), one between a track's classified frames has its track's last probabilities
+    (``classify_every > 1``), and video probabilities are smoothed per track (``smooth``). Filtering, sorting
+    and slicing keep the class and its metadata.
     """
 
     _metadata = ["classes", "normalize", "_images"]

@@ -16,7 +16,9 @@ their arg max, never a vote on labels. Since the weights sum to one, ``s_t`` is 
 
 Detection reuse (``detect_every=k`` in :meth:`lanfer.predict.Predictor.predict`) runs the detector on every
 k-th frame only and, in between, cuts each face where its track was last detected (box and landmarks held,
-not extrapolated). This module knows boxes and probabilities, not pixels or models.
+not extrapolated). Classification reuse (``classify_every=k``) sends each track's face to the model on
+every k-th frame of the track only and gives the frames in between the track's last probabilities. This
+module knows boxes and probabilities, not pixels or models.
 """
 from __future__ import annotations
 
