@@ -63,3 +63,15 @@ guidance: {{seeds: 1}}
     lines = cap.out.splitlines()
     assert sum(ln.startswith("extracting F_o: ") for ln in lines) == 1
     assert sum(ln.startswith("epoch ") for ln in lines) == 1  # the loop's own line; the bar adds none
+
+
+def test_a_quiet_bar_iterates_arrays_and_tensors(capsys):
+    """Arrays have no single truth value: the bar must not ask an iterable whether it is empty."""
+    import numpy as np
+    import torch
+
+    picks = np.array([4, 0, 7])
+    assert list(QuietBar(picks, desc="picks")) == [4, 0, 7]
+    assert [int(v) for v in QuietBar(torch.tensor([1, 2]), summary=False)] == [1, 2]
+    assert list(QuietBar(np.array([]), summary=False)) == []
+    assert list(QuietBar(None, summary=False)) == []

@@ -63,7 +63,8 @@ class QuietBar:
         self.closed = False
 
     def __iter__(self) -> Iterator:
-        for item in self.iterable or ():
+        # `is None`, not truthiness: a numpy array (or a tensor) has no single truth value
+        for item in (() if self.iterable is None else self.iterable):
             yield item
             self.n += 1
         self.close()  # as tqdm does when its iterable is exhausted
