@@ -36,6 +36,14 @@ def test_rotation_matches_scipy_euler_convention():
         ref = Rotation.from_euler("ZXY", [roll, -pitch, -yaw], degrees=True).as_matrix()
         np.testing.assert_allclose(rotation_matrix(yaw, pitch, roll), ref, atol=1e-12)
         np.testing.assert_allclose(euler_angles(ref), (yaw, pitch, roll), atol=1e-9)
+    # the pose fit's batched form: any leading shape, each matrix the one of its own angles
+    from lanfer.faces.pose import _rotations
+
+    angles = rng.uniform(-170, 170, (4, 2, 3))
+    batched = _rotations(angles)
+    assert batched.shape == (4, 2, 3, 3)
+    for idx in np.ndindex(4, 2):
+        np.testing.assert_allclose(batched[idx], rotation_matrix(*angles[idx]), atol=1e-12)
 
 
 def test_pose_sign_conventions():

@@ -60,13 +60,16 @@ def _rotations(angles: np.ndarray) -> np.ndarray:
     """``(..., 3)`` degrees (yaw, pitch, roll) -> ``(..., 3, 3)`` rotation matrices Rz @ Rx @ Ry."""
     y, p, r = np.moveaxis(np.radians(angles), -1, 0)
     cy, sy, cp, sp, cr, sr = np.cos(y), np.sin(y), np.cos(p), np.sin(p), np.cos(r), np.sin(r)
-    one, zero = np.ones_like(y), np.zeros_like(y)
     # Signs chosen so that positive yaw moves the nose (z < 0) to +x, positive pitch moves it to -y (up)
-    # and positive roll turns +x toward +y (clockwise on screen with y down).
-    ry = np.stack([np.stack([cy, zero, -sy], -1), np.stack([zero, one, zero], -1), np.stack([sy, zero, cy], -1)], -2)
-    rx = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, cp, sp], -1), np.stack([zero, -sp, cp], -1)], -2)
-    rz = np.stack([np.stack([cr, -sr, zero], -1), np.stack([sr, cr, zero], -1), np.stack([zero, zero, one], -1)], -2)
-    return rz @ rx @ ry
+    # and positive roll turns +x toward +y (clockwise on screen with y down), with
+    #   Ry = [[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]], Rx = [[1, 0, 0], [0, cp, sp], [0, -sp, cp]],
+    #   Rz = [[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]].
+    # The product is written out rather than multiplied: the pose fit evaluates it for every candidate at
+    # every step, and for 3x3 matrices numpy's per-call overhead, not arithmetic, is the cost (issue 20).
+    sp_sy, sp_cy = sp * sy, sp * cy
+    return np.stack([cr * cy - sr * sp_sy, -sr * cp, -cr * sy - sr * sp_cy,
+                     sr * cy + cr * sp_sy, cr * cp, cr * sp_cy - sr * sy,
+                     cp * sy, -sp, cp * cy], -1).reshape(*np.shape(y), 3, 3)
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -150,7 +153,9 @@ def estimate_pose(landmarks: Any, model: Any = None, iterations: int = 50) -> He
     eps = 1e-4
     for _ in range(iterations):
         # Forward-difference Jacobian of all candidates at once: (S, 10, 3).
-        jac = np.stack([(_residuals(theta + eps * np.eye(3)[k], model_c, pts_c) - res) / eps for k in range(3)], -1)
+        # (the three perturbations of every candidate in one call: numpy's per-call overhead is the cost here)
+        shifted = _residuals((theta[:, None, :] + eps * np.eye(3)).reshape(-1, 3), model_c, pts_c)  # (S*3, 10)
+        jac = np.swapaxes((shifted.reshape(len(theta), 3, -1) - res[:, None, :]) / eps, -1, -2)
         jtj = np.swapaxes(jac, -1, -2) @ jac  # (S, 3, 3)
         jtr = np.einsum("snk,sn->sk", jac, res)  # (S, 3)
         damp = jtj + lam[:, None, None] * (np.eye(3) * np.diagonal(jtj, 0, -2, -1)[:, None, :] + 1e-9 * np.eye(3))
