@@ -122,11 +122,11 @@ BENCHES = [
     # needs the face-api photos (tests fetch them) or falls back to what the script says; 8 frames, 2 per call
     Bench("bench_predict_video.py", ["--frames", "8", "--width", "480", "--window", "4", "--threads", "1"],
           _predict_video),
-    # 640x480 video end to end, MTCNN and BlazeFace x PyTorch and ONNX Runtime, 1 and 3 faces, detect_every 1 and
-    # 4, 16 frames each (52.6 s measured on the loaded 2-core machine); its last line is the best frames/s and how
-    # many times the MTCNN + PyTorch path that is
-    Bench("bench_video_realtime.py", ["--frames", "16", "--faces", "1,3", "--every", "1,4", "--threads", "1",
-                                      "--backend", "torch,onnx"], last_line),
+    # 640x480 video end to end, MTCNN and BlazeFace x PyTorch and ONNX Runtime, 1 and 3 faces, detect_every and
+    # classify_every 1 and 4, 16 frames each (about 100 s on the loaded 2-core machine); its last line is the best
+    # frames/s and how many times the MTCNN + PyTorch path (detect and classify every frame) that is
+    Bench("bench_video_realtime.py", ["--frames", "16", "--faces", "1,3", "--every", "1,4", "--classify-every", "1,4",
+                                      "--threads", "1", "--backend", "torch,onnx"], last_line),
     # one 1920x1280 face-api photo through lanfer serve's HTTP API, BlazeFace and MTCNN servers, 3 requests each
     # (23.0 s measured); needs the face-api photos (tests fetch them) and the serve extra
     Bench("bench_serve.py", ["--seconds", "0", "--photo-reps", "3"], last_line),
