@@ -102,17 +102,32 @@ def _natural(item):
         return (1, 0.0, v)
 
 
+#: Test-time augmentation of :func:`loader_logits`: ``none``, or ``flip`` (the mean of the logits of each image and
+#: its mirror image). Measured on FER2013Valid with the shipped model it changed nothing that a paired test can
+#: see (README, "Flip test-time augmentation"), so it is an evaluation option, off by default, not a predictor one.
+TTA_MODES = ("none", "flip")
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r} is not one of {TTA_MODES}: 'flip' averages the logits of each image and its "
+                         "mirror image, 'none' evaluates the image as it is")
+    return tta
+
+
 @torch.no_grad()
 def loader_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                  channels_last: bool = False, progress: bool = False, precision: str = "fp32"):
+                  channels_last: bool = False, progress: bool = False, precision: str = "fp32", tta: str = "none"):
     """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets (N,), logits (N, K) float32,
     metas). Soft labels count as their most-voted class.
 
     ``precision`` (``fp32``, ``bf16``, ``fp16``) is the autocast of :mod:`lanfer.precision`; training evaluates
-    in its own precision."""
+    in its own precision. ``tta="flip"`` returns the mean of the logits of each image and its mirror image: logits,
+    not probabilities, so a model's temperature and prior adjustment apply to the average as they do to one view."""
     from .precision import autocast
     from .progress import progress_bar
 
+    check_tta(tta)
     model.eval()
     targets, logits, metas = [], [], []
     for images, labels, meta in progress_bar(loader, desc="eval", enabled=progress, leave=False):
@@ -120,7 +135,10 @@ def loader_logits(model: torch.nn.Module, loader: DataLoader, device: torch.devi
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(precision, torch.device(device)):
-            z = model(images).float().cpu()  # (B, K)
+            z = model(images).float()  # (B, K)
+            if tta == "flip":  # images are (B, C, H, W): the last axis is x
+                z = (z + model(torch.flip(images, dims=[3])).float()) / 2
+            z = z.cpu()
         if labels.ndim == 2:  # soft labels: evaluate against the most-voted class
             labels = labels.argmax(dim=1)
         targets.append(labels.cpu())
@@ -133,12 +151,13 @@ def loader_logits(model: torch.nn.Module, loader: DataLoader, device: torch.devi
 
 def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
                    channels_last: bool = False, progress: bool = False, precision: str = "fp32",
-                   info=None, prior_tau: float | None = None):
+                   info=None, prior_tau: float | None = None, tta: str = "none"):
     """Run ``model`` over a loader of ``(images, labels, metas)``; returns (targets, preds, probs, metas).
 
     Probabilities are :func:`lanfer.calibration.probabilities` of the logits at ``info``'s operating point
-    (``prior_tau`` None) or at ``prior_tau``; ``info`` None (a model in training) is the plain softmax."""
-    targets, logits, metas = loader_logits(model, loader, device, channels_last, progress, precision)
+    (``prior_tau`` None) or at ``prior_tau``; ``info`` None (a model in training) is the plain softmax. ``tta``:
+    see :func:`loader_logits`."""
+    targets, logits, metas = loader_logits(model, loader, device, channels_last, progress, precision, tta)
     probs = probabilities(logits, info, prior_tau)  # (N, K)
     return targets, probs.argmax(axis=1), probs, metas
 
@@ -153,10 +172,12 @@ def calibration_summary(targets, probs, info=None, prior_tau: float | None = Non
 
 
 def evaluate(model, loader, classes, device="cpu", group_by=None, channels_last=False, progress=False,
-             precision: str = "fp32", info=None, prior_tau: float | None = None) -> dict:
+             precision: str = "fp32", info=None, prior_tau: float | None = None, tta: str = "none") -> dict:
     """Evaluate a model on a loader; returns the metrics dict of :func:`summarize` with the expected
-    calibration error (:func:`calibration_summary`) at ``info``'s operating point (or ``prior_tau``)."""
-    t, p, probs, metas = predict_loader(model, loader, device, channels_last, progress, precision, info, prior_tau)
+    calibration error (:func:`calibration_summary`) at ``info``'s operating point (or ``prior_tau``);
+    ``tta``: see :func:`loader_logits`."""
+    t, p, probs, metas = predict_loader(model, loader, device, channels_last, progress, precision, info, prior_tau,
+                                        tta)
     return {**summarize(t, p, classes, metas, group_by), **calibration_summary(t, probs, info, prior_tau)}
 
 
@@ -223,18 +244,21 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, root: s
                         split: str = "test", subset: str | None = None, options: dict | None = None,
                         overrides: list[str] | None = None, batch_size: int = 64, device: str = "auto",
                         num_workers: int = -1, out: str | Path | None = None, progress: bool = True,
-                        prior_tau: float | None = None) -> dict:
+                        prior_tau: float | None = None, tta: str = "none") -> dict:
     """Evaluate a saved model on a dataset split (optionally a pose-list subset).
 
     ``data`` is either a YAML config (its ``data`` section is used) or a dataset name with ``root``.
     Image size and normalisation come from the checkpoint, so evaluation matches training, and so do the
-    temperature and prior adjustment; ``prior_tau`` evaluates another operating point (``--prior-tau``).
+    temperature and prior adjustment; ``prior_tau`` evaluates another operating point (``--prior-tau``);
+    ``tta="flip"`` averages each face's logits with its mirror image's (``--tta flip``, :func:`loader_logits`).
     """
+    check_tta(tta)  # refuse a bad option before the model and the split are read
     model, info, cfg, ds, loader, device = _open_for_eval(checkpoint, data, root, split, subset, options, overrides,
                                                          batch_size, device, num_workers)
     resolve_tau(info, prior_tau)  # refuse an impossible operating point before the split is run
     classes = info.classes
-    metrics = evaluate(model, loader, classes, device, progress=progress, info=info, prior_tau=prior_tau)
+    metrics = evaluate(model, loader, classes, device, progress=progress, info=info, prior_tau=prior_tau, tta=tta)
+    metrics["tta"] = tta
     metrics["checkpoint"] = str(checkpoint)
     metrics["dataset"] = {"name": cfg.data.name, "root": cfg.data.root, "split": split,
                           "subset": subset or cfg.data.subset, "n_read": len(ds)}
@@ -339,16 +363,17 @@ def read_predictions(path: str | Path, classes: list[str] | None = None) -> dict
 def predict_checkpoint(checkpoint: str | Path, data: str | None = None, root: str | None = None,
                        split: str = "test", subset: str | None = None, overrides: list[str] | None = None,
                        batch_size: int = 64, device: str = "auto", progress: bool = True,
-                       out: str | Path | None = None, prior_tau: float | None = None) -> dict:
-    """Per-image predictions of a model file on a split (see :func:`evaluate_checkpoint` for ``data`` and
-    ``prior_tau``):
+                       out: str | Path | None = None, prior_tau: float | None = None, tta: str = "none") -> dict:
+    """Per-image predictions of a model file on a split (see :func:`evaluate_checkpoint` for ``data``,
+    ``prior_tau`` and ``tta``):
     ``{"targets", "preds", "probs", "metas", "classes", "dataset"}``; with ``out``, also written as the CSV of
     :func:`write_predictions`. The metrics of these predictions are ``summarize(targets, preds, classes, metas)``.
     """
+    check_tta(tta)
     model, info, cfg, ds, loader, device = _open_for_eval(checkpoint, data, root, split, subset, None, overrides,
                                                          batch_size, device, -1)
     targets, preds, probs, metas = predict_loader(model, loader, device, progress=progress, info=info,
-                                                  prior_tau=prior_tau)
+                                                  prior_tau=prior_tau, tta=tta)
     result = {"targets": targets, "preds": preds, "probs": probs, "metas": metas, "classes": list(info.classes),
               "dataset": {"name": cfg.data.name, "root": cfg.data.root, "split": split,
                           "subset": subset or cfg.data.subset, "n_read": len(ds)}}

@@ -45,6 +45,8 @@ def add_eval(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="write metrics.json here (a folder or a .json path)")
     add_prior_tau_flag(p)
+    p.add_argument("--tta", choices=("none", "flip"), default="none",
+                   help="test-time augmentation: flip averages the logits of each face and its mirror image (none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(a):
@@ -52,9 +54,10 @@ def add_eval(sub) -> None:
 
         m = evaluate_checkpoint(a.checkpoint, data=a.data, root=a.root, split=a.split, subset=a.subset,
                                 overrides=a.overrides, batch_size=a.batch_size, device=a.device, out=a.out,
-                                progress=not a.no_progress, prior_tau=a.prior_tau)
+                                progress=not a.no_progress, prior_tau=a.prior_tau, tta=a.tta)
         print(format_metrics(m, f"{a.checkpoint} on {m['dataset']['name']}/{a.split}"
-                                + (f" subset {a.subset}" if a.subset else "")))
+                                + (f" subset {a.subset}" if a.subset else "")
+                                + (" (flip TTA)" if a.tta == "flip" else "")))
 
     p.set_defaults(func=run)
 
