@@ -103,12 +103,17 @@ def test_same_conv_pads_like_tensorflow(side):
     torch.testing.assert_close(y, ref)
 
 
+# the smallest input giving each backbone a 2x2 lattice (dlib's ResNet has unpadded stride-2 convolutions)
+SIDE_FOR_2X2 = {"resnet18": 64, "mobilenet_v1": 64, "dlib_resnet": 150}
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_model_trains_one_step(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=4, head_widths=(16, 8, 8)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    side = SIDE_FOR_2X2[ARCHS[name][0]]
+    x, y = torch.randn(4, 3, side, side), torch.tensor([0, 1, 2, 3])
     out = model(x, return_maps=True)
     c = model.backbone.out_channels
     assert out.features.shape == (4, c, 2, 2) and out.logits.shape == (4, 4)
@@ -124,7 +129,7 @@ def test_every_model_trains_one_step(name):
 
 def test_registry_and_names_agree():
     assert tuple(ARCHS) == MODEL_NAMES
-    assert {ARCHS[n][0] for n in MODEL_NAMES} == {"resnet18", "mobilenet_v1"}
+    assert {ARCHS[n][0] for n in MODEL_NAMES} == {"resnet18", "mobilenet_v1", "dlib_resnet"} == set(SIDE_FOR_2X2)
 
 
 def test_backbone_weights_for_another_backbone_are_refused():

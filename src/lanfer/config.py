@@ -22,7 +22,8 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     # "lan_resnet18" (the paper's LAN), "resnet18" (the plain baseline), or the same pair on HSE's VGGFace2
-    # MobileNet: "lan_mobilenet_vggface2" / "mobilenet_vggface2" (lanfer.info.MODEL_NAMES)
+    # MobileNet: "lan_mobilenet_vggface2" / "mobilenet_vggface2", or on dlib's face-recognition ResNet:
+    # "lan_dlib_resnet" / "dlib_resnet" (lanfer.info.MODEL_NAMES)
     name: str = "lan_resnet18"
     # None: the training data's class count (as torchvision's references and timm do); resolve_num_classes
     # fills it in before a model is built, and the run's config.yaml records the number. An explicit value
@@ -31,8 +32,8 @@ class ModelConfig:
     fusion: str = "add"  # "add" (paper default), "concat" or "average" (paper Table 6)
     # The paper gives no widths for the LAN head's four 3x3 convolutions; these are our choice.
     head_widths: list[int] = field(default_factory=lambda: [256, 128, 64])
-    # Optional pretrained backbone: a shipped backbone's tag ("vggface2" for the mobilenet models) or a file
-    # (torchvision keys, `module.` prefixes or the ijba MS-Celeb-1M format).
+    # Optional pretrained backbone: a shipped backbone's tag ("vggface2" for the mobilenet models, "dlib" for
+    # the dlib ones) or a file (torchvision keys, `module.` prefixes or the ijba MS-Celeb-1M format).
     pretrained: str | None = None
     # Optional whole-model start: a trained lanfer model file (a run's best.safetensors, a shipped model's file)
     # of the same architecture and classes. Fine-tuning from it is a second stage (e.g. class-balanced, as in

@@ -23,12 +23,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 #: the architectures lanfer builds (``lanfer.model.create_model``), and so the ones a model file may name
-MODEL_NAMES = ("lan_resnet18", "resnet18", "lan_mobilenet_vggface2", "mobilenet_vggface2")
+MODEL_NAMES = ("lan_resnet18", "resnet18", "lan_mobilenet_vggface2", "mobilenet_vggface2", "lan_dlib_resnet",
+               "dlib_resnet")
 #: those of them with the LAN head (the others are the plain baselines on the same backbones)
-LAN_NAMES = ("lan_resnet18", "lan_mobilenet_vggface2")
+LAN_NAMES = ("lan_resnet18", "lan_mobilenet_vggface2", "lan_dlib_resnet")
 
 #: pixel normalisations a model file may name (their values: ``lanfer.data.presets.normalization``)
-NORMALIZATIONS = ("imagenet", "none", "vggface2_bgr")
+NORMALIZATIONS = ("imagenet", "none", "vggface2_bgr", "dlib_rgb")
 
 FORMAT = "lanfer"
 FORMAT_VERSION = "1"

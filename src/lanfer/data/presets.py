@@ -14,18 +14,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # RGB, so here the means are listed in RGB order and expressed on lanfer's [0, 1] pixels: (x - m/255) * 255.
 VGGFACE2_BGR_MEAN = (123.68 / 255, 116.779 / 255, 103.939 / 255)
 VGGFACE2_BGR_STD = (1 / 255, 1 / 255, 1 / 255)
+# dlib's face-recognition ResNet as face-api runs it: 0..255 RGB minus dlib's means, divided by 255 (dlib itself
+# divides by 256; the shipped weights are face-api's, checked against face-api): on [0, 1] pixels x - m/255.
+DLIB_RGB_MEAN = (122.782 / 255, 117.001 / 255, 104.298 / 255)
+DLIB_RGB_STD = (1.0, 1.0, 1.0)
 
 
 def normalization(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) for a normalisation name. ``"none"`` keeps pixels in [0, 1]: the ijba MS-Celeb-1M
     ResNet-18 was trained that way, torchvision's ImageNet weights expect ``"imagenet"``, HSE's VGGFace2
-    MobileNet ``"vggface2_bgr"`` (0..255 minus channel means)."""
+    MobileNet ``"vggface2_bgr"`` (0..255 minus channel means), dlib's face-recognition ResNet ``"dlib_rgb"``."""
     if kind == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
     if kind == "none":
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if kind == "vggface2_bgr":
         return VGGFACE2_BGR_MEAN, VGGFACE2_BGR_STD
+    if kind == "dlib_rgb":
+        return DLIB_RGB_MEAN, DLIB_RGB_STD
     raise ValueError(f"unknown normalisation {kind!r}; use one of {', '.join(NORMALIZATIONS)}")
 
 

@@ -11,6 +11,9 @@ name                              backbone        notes
 ``lan_resnet18`` / ``resnet18``   ResNet-18       the paper's; ``pretrained=`` a backbone file (MS-Celeb-1M)
 ``lan_mobilenet_vggface2`` /      MobileNet-v1    ``pretrained="vggface2"``: HSE's face-identification
 ``mobilenet_vggface2``                            weights (VGGFace2), shipped in the package
+``lan_dlib_resnet`` /             dlib ResNet     ``pretrained="dlib"``: dlib's face-recognition ResNet (29
+``dlib_resnet``                   (29 conv)       convolutions, ~3M faces), shipped; 2x2 lattice at 150-192 px,
+                                                  needs >= 103 px; no FER model is trained on it yet
 ================================  ==============  ==========================================================
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from ..checkpoint import CheckpointError, load_backbone, load_state, read_model_info, read_weights
 from ..info import LAN_NAMES, MODEL_NAMES, ModelInfo
 from ..pretrained import find, find_backbone, is_backbone_tag, is_shipped_name
-from .backbones import BACKBONES, MobileNetV1Backbone, ResNet18Backbone, create_backbone
+from .backbones import BACKBONES, DlibResNetBackbone, MobileNetV1Backbone, ResNet18Backbone, create_backbone
 from .head import FUSIONS, LANHead, fuse
 from .net import FERNet, LANOutput
 
@@ -31,11 +34,13 @@ ARCHS: dict[str, tuple[str, bool]] = {
     "resnet18": ("resnet18", False),
     "lan_mobilenet_vggface2": ("mobilenet_v1", True),
     "mobilenet_vggface2": ("mobilenet_v1", False),
+    "lan_dlib_resnet": ("dlib_resnet", True),
+    "dlib_resnet": ("dlib_resnet", False),
 }
 assert tuple(ARCHS) == MODEL_NAMES, "lanfer.info.MODEL_NAMES must list the registry's names"
 assert LAN_NAMES == tuple(n for n, (_, lan) in ARCHS.items() if lan), "lanfer.info.LAN_NAMES: the LAN models"
 
-__all__ = ["ARCHS", "BACKBONES", "FUSIONS", "FERNet", "LANHead", "LANOutput", "MobileNetV1Backbone",
+__all__ = ["ARCHS", "BACKBONES", "FUSIONS", "DlibResNetBackbone", "FERNet", "LANHead", "LANOutput", "MobileNetV1Backbone",
            "ResNet18Backbone", "backbone_of", "create_backbone", "create_model", "fuse", "load_model",
            "model_kwargs_from_config", "upsample_attention"]
 
@@ -54,11 +59,12 @@ def create_model(name: str = "lan_resnet18", num_classes: int | None = None, fus
 
     Args:
         name: a name of :data:`ARCHS`: ``"lan_resnet18"`` (LAN, the paper's model), ``"resnet18"`` (the plain
-            baseline: same backbone, FC on GAP(F_o)), ``"lan_mobilenet_vggface2"`` / ``"mobilenet_vggface2"``.
+            baseline: same backbone, FC on GAP(F_o)), ``"lan_mobilenet_vggface2"`` / ``"mobilenet_vggface2"``,
+            ``"lan_dlib_resnet"`` / ``"dlib_resnet"``.
         num_classes: expression classes (any >= 2; 7 when neither given nor fixed by a shipped model).
         fusion: ``"add"`` (paper default), ``"concat"`` or ``"average"``; ignored by the baseline.
         pretrained: a shipped model's tag or name (``"ferplus"``: the whole trained model, its classes and
-            head from its record, see :mod:`lanfer.pretrained`); a shipped backbone's tag (``"vggface2"``:
+            head from its record, see :mod:`lanfer.pretrained`); a shipped backbone's tag (``"vggface2"``, ``"dlib"``:
             identity weights for the backbone only, :func:`lanfer.pretrained.backbones_table`); or a path to
             backbone weights (torchvision keys, ``module.``-prefixed keys, or the ijba MS-Celeb-1M
             ``ijba_res18_naive.pth.tar``; see :func:`lanfer.checkpoint.load_backbone`).

@@ -6,6 +6,10 @@
   TF.js graph by ``scripts/port/convert_hse_mobilenet.py``. Its batch norms were folded into the weights by the
   converter that published it, so every convolution carries a bias and there is no BatchNorm to re-estimate:
   fine-tuning trains the folded affine directly.
+* ``dlib_resnet``: dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1``, 29 convolutions,
+  32-256 channels; C = 256), trained by Davis King on about 3 million faces for a 128-d identity descriptor,
+  ported from face-api's TF.js weights by ``scripts/port/convert_dlib_resnet.py``. Its affine (scale) layers
+  are folded into the convolutions, as above. Its lattice is small: 2x2 at 150-192 px, 3x3 at 224 px.
 
 Every backbone exposes ``out_channels`` and returns the last lattice; :class:`lanfer.model.FERNet` puts the
 LAN head or plain GAP on top, so LAN, the baseline, the guidance fit, ``cam`` and export work on any of them.
@@ -112,8 +116,82 @@ class MobileNetV1Backbone(nn.Module):
         return x
 
 
+class DlibResidual(nn.Module):
+    """dlib's residual block (``ares`` / ``ares_down``): 3x3 conv, ReLU, 3x3 conv, plus the shortcut, ReLU.
+
+    The down block's first convolution has stride 2 and no padding (dlib's default for stride 2, TF's "valid"),
+    its shortcut is a 2x2 average pool (stride 2) zero-padded in channels, and where the two differ by a pixel
+    (an even input side) the convolution's output is zero-padded at the bottom/right to the pool's size, as
+    dlib's ``add_prev`` and face-api's ``residualDown`` do. The converter folded each convolution's scale
+    layer (dlib's ``affine``) into its weights.
+    """
+
+    def __init__(self, c_in: int, c_out: int, down: bool):
+        super().__init__()
+        self.down = down
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=2 if down else 1, padding=0 if down else 1, bias=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(F.relu(self.conv1(x)))  # (B, C_out, h, w)
+        if not self.down:
+            return F.relu(out + x)
+        short = F.avg_pool2d(x, 2, 2)  # (B, C_in, floor(H/2), floor(W/2)) >= (h, w)
+        dh, dw = short.shape[-2] - out.shape[-2], short.shape[-1] - out.shape[-1]
+        if dh or dw:
+            out = F.pad(out, (0, dw, 0, dh))
+        if short.shape[1] != out.shape[1]:
+            short = F.pad(short, (0, 0, 0, 0, 0, out.shape[1] - short.shape[1]))
+        return F.relu(out + short)
+
+
+#: (face-api / dlib layer name, output channels, down) of the ResNet's 15 residual blocks, in order
+DLIB_RESNET_BLOCKS = (
+    ("conv32_1", 32, False), ("conv32_2", 32, False), ("conv32_3", 32, False),
+    ("conv64_down", 64, True), ("conv64_1", 64, False), ("conv64_2", 64, False), ("conv64_3", 64, False),
+    ("conv128_down", 128, True), ("conv128_1", 128, False), ("conv128_2", 128, False),
+    ("conv256_down", 256, True), ("conv256_1", 256, False), ("conv256_2", 256, False),
+    ("conv256_down_out", 256, True),
+)
+
+
+class DlibResNetBackbone(nn.Module):
+    """dlib's face-recognition ResNet (29 convolutions) up to its last lattice: image (B, 3, S, S) -> F_o (B, 256, h, w).
+
+    A 7x7 stride-2 convolution without padding, ReLU, a 3x3 stride-2 max pool, then the residual blocks of
+    :data:`DLIB_RESNET_BLOCKS` (``blocks[i]`` is face-api's ``DLIB_RESNET_BLOCKS[i][0]``). dlib then averages
+    the lattice and projects it to its 128-d descriptor with a bias-free FC layer; the converter ships that
+    matrix as ``descriptor.weight`` (128, 256) in the same file, outside this module (FERNet puts its own head
+    on F_o, and an unused parameter would upset DDP). Lattice sides: 2 at 150 px (dlib's input), 160 and
+    192 px; 3 at 224 px; 1 at 103-149 px; below 103 px it cannot run (refused). Input: RGB normalised ``"dlib_rgb"``.
+    """
+
+    out_channels = 256
+    #: the smallest input side it runs at (a 1x1 lattice up to 149 px)
+    min_input_size = 103
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 7, stride=2, padding=0, bias=True)
+        blocks, c = [], 32
+        for _, c_out, down in DLIB_RESNET_BLOCKS:
+            blocks.append(DlibResidual(c, c_out, down))
+            c = c_out
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """F_o (B, 256, h, w); with ``upto=k`` the output of the first k residual blocks."""
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f"DlibResNetBackbone needs inputs of at least {self.min_input_size} px (its unpadded "
+                             f"stride-2 convolutions shrink the lattice to nothing); got {tuple(x.shape[-2:])}: "
+                             "set data.image_size to 150 (dlib's), 160 or 224")
+        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)  # (B, 32, (S-7)//2+1 -> ..., ...)
+        return self.blocks[:upto](x) if upto is not None else self.blocks(x)
+
+
 #: backbone name -> class; :data:`lanfer.model.ARCHS` maps model names onto these
-BACKBONES: dict[str, type[nn.Module]] = {"resnet18": ResNet18Backbone, "mobilenet_v1": MobileNetV1Backbone}
+BACKBONES: dict[str, type[nn.Module]] = {"resnet18": ResNet18Backbone, "mobilenet_v1": MobileNetV1Backbone,
+                                         "dlib_resnet": DlibResNetBackbone}
 
 
 def create_backbone(name: str) -> nn.Module:
