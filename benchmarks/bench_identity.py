@@ -1,10 +1,15 @@
-"""Is the shipped VGGFace2 MobileNet an identity network? Same- vs different-person similarity AUC (issue 24).
+"""Is a shipped face-identification backbone an identity network? Same- vs different-person similarity AUC
+(issue 24).
+
+``--backbone vggface2`` (default): HSE's VGGFace2 MobileNet; ``--backbone dlib``: dlib's face-recognition
+ResNet (``create_model("dlib_resnet", pretrained="dlib")``, at dlib's 150 px by default), for which the row
+``shipped_descriptor`` also scores dlib's own 128-d descriptor (the GAP times the shipped FC matrix).
 
 Embeds faces of known identity with ``model.backbone`` and global average pooling (the 1024-d embedding the
-original project uses), scores every pair of pictures by cosine similarity and reports the ROC AUC of "same
+original project uses; 256-d for dlib), scores every pair of pictures by cosine similarity and reports the ROC AUC of "same
 person" against that score (``sklearn.metrics.roc_auc_score``; 0.5 is chance, 1.0 a perfect split) for:
 
-* ``shipped``   ``create_model("mobilenet_vggface2", pretrained="vggface2")``: HSE's identity weights;
+* ``shipped``   ``create_model("mobilenet_vggface2", pretrained="vggface2")``: HSE's identity weights (or dlib's);
 * ``shuffled``  the same tensors with each tensor's values randomly permuted (``--control-seeds`` seeds): the
   same architecture and per-tensor value distribution (scale, sign, bias levels), no learned structure;
 * ``random``    the untrained architecture (PyTorch's default init, same seeds);
@@ -37,6 +42,7 @@ face-api demo photos (22 faces in six group photos, presumably 22 people) are no
 report. Example (5 CPU-minutes on one thread; 10 minutes of wall time on a busy 2-core machine)::
 
     python benchmarks/bench_identity.py --out results/port/identity_auc.json
+    python benchmarks/bench_identity.py --backbone dlib --out results/port/identity_auc_dlib.json
 """
 from __future__ import annotations
 
@@ -59,6 +65,7 @@ from lanfer.data.presets import EvalPreset
 from lanfer.data.synth import (FaceParams, Identity, expression_names, render_face, sample_expression,
                                sample_identity, sample_scene)
 from lanfer.model import create_model
+from lanfer.pretrained import find_backbone
 from lanfer.progress import progress_bar
 
 SETS = ("colour", "geometry_grey", "geometry_grey_neutral")  # the last is not run by default
@@ -114,8 +121,19 @@ def render_people(kind: str, identities: int, images: int, size: int, seed: int,
 # ---------------------------------------------------------------------------------------------------------
 # networks and embeddings
 
-def shipped_backbone() -> torch.nn.Module:
-    return create_model("mobilenet_vggface2", pretrained="vggface2").backbone.eval()
+#: --backbone tag -> (model name, default picture side)
+BACKBONE_MODELS = {"vggface2": ("mobilenet_vggface2", 160), "dlib": ("dlib_resnet", 150)}
+
+
+def shipped_backbone(tag: str = "vggface2") -> torch.nn.Module:
+    return create_model(BACKBONE_MODELS[tag][0], pretrained=tag).backbone.eval()
+
+
+def descriptor_matrix(tag: str) -> torch.Tensor | None:
+    """The shipped identity head on top of the GAP, where the file carries one (dlib's FC, (128, C))."""
+    from safetensors.torch import load_file
+
+    return load_file(str(find_backbone(tag).path)).get("descriptor.weight")
 
 
 def shuffled(backbone: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -129,26 +147,33 @@ def shuffled(backbone: torch.nn.Module, seed: int) -> torch.nn.Module:
     return out.eval()
 
 
-def random_init(seed: int) -> torch.nn.Module:
+def random_init(seed: int, tag: str = "vggface2") -> torch.nn.Module:
     torch.manual_seed(seed)
-    return create_model("mobilenet_vggface2").backbone.eval()
+    return create_model(BACKBONE_MODELS[tag][0]).backbone.eval()
 
 
 @torch.no_grad()
 def rescaled(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A copy of ``backbone`` whose every convolution's output is standardised per channel on ``x`` (mean 0,
-    std 1 before the ReLU6, as batch norm with the batch's statistics would): shuffled or random weights
+    std 1 before the activation, as batch norm with the batch's statistics would): shuffled or random weights
     otherwise saturate or fade to a near-constant embedding by the last blocks, a control that is dead rather
-    than untrained. Labels are not used."""
+    than untrained. Labels are not used. One pass: a hook on each convolution, in the order the forward runs
+    them, folds its output's statistics into its weights and hands the standardised output on (so every later
+    convolution is measured on the already rescaled earlier ones, residual shortcuts included)."""
     out = copy.deepcopy(backbone)
-    layers = [(out.stem, out.act)] + [(conv, b.act) for b in out.blocks for conv in (b.dw, b.pw)]
-    h = x
-    for conv, act in layers:
-        z = conv(h)  # (N, C, H, W) pre-activation
+
+    def standardise(conv, _inp, z):  # z: (N, C, H, W) pre-activation
         mean, std = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3)).clamp_min(1e-12)  # (C,)
         conv.weight.div_(std.view(-1, 1, 1, 1))
         conv.bias.sub_(mean).div_(std)
-        h = act((z - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+        return (z - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    hooks = [m.register_forward_hook(standardise) for m in out.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        out(x)
+    finally:
+        for h in hooks:
+            h.remove()
     return out.eval()
 
 
@@ -223,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--identities", type=int, default=40, help="people per set (default 40)")
     ap.add_argument("--images", type=int, default=5, help="pictures per person (default 5)")
-    ap.add_argument("--size", type=int, default=160, help="picture side in px (default 160: a 5x5 lattice)")
+    ap.add_argument("--backbone", choices=sorted(BACKBONE_MODELS), default="vggface2",
+                    help="the shipped backbone's tag (default vggface2: HSE's MobileNet; dlib: dlib's ResNet)")
+    ap.add_argument("--size", type=int, default=None, help="picture side in px (default 160 for vggface2: a 5x5 "
+                    "lattice; 150 for dlib: its own input, a 2x2 lattice)")
     ap.add_argument("--max-yaw", type=float, default=30.0, help="yaw uniform in +-this, degrees (default 30)")
     ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS[:2]))
     ap.add_argument("--control-seeds", type=int, default=3, help="shuffled and random-init networks (default 3 each)")
@@ -235,19 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     if a.identities < 2 or a.images < 2:
         ap.error("need at least 2 identities and 2 images per identity to have both kinds of pair")
     torch.set_num_threads(a.threads)
+    a.size = a.size or BACKBONE_MODELS[a.backbone][1]
+    normalize = find_backbone(a.backbone).normalize
     print(machine_header(), flush=True)
     t0 = time.perf_counter()
 
-    ship = shipped_backbone()
+    ship = shipped_backbone(a.backbone)
+    head = descriptor_matrix(a.backbone)
     nets = {"shipped": ship}
     nets.update({f"shuffled_seed{s}": shuffled(ship, s) for s in range(a.control_seeds)})
-    nets.update({f"random_seed{s}": random_init(s) for s in range(a.control_seeds)})
+    nets.update({f"random_seed{s}": random_init(s, a.backbone) for s in range(a.control_seeds)})
     families = ("shuffled", "random", "shuffled_rescaled", "random_rescaled")
 
     results: dict[str, dict] = {}
     for kind in a.sets:
         pictures, labels = render_people(kind, a.identities, a.images, a.size, a.seed, a.max_yaw)
-        preset = EvalPreset(a.size, "vggface2_bgr", "grayscale" if kind.startswith("geometry_grey") else "rgb")
+        preset = EvalPreset(a.size, normalize, "grayscale" if kind.startswith("geometry_grey") else "rgb")
         x = torch.stack([preset(p) for p in pictures])  # (N, 3, S, S)
         rows = {}
         for name, net in nets.items():
@@ -255,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             base, _, seed = name.partition("_seed")
             rows[f"{base}_rescaled" + (f"_seed{seed}" if seed else "")] = score(
                 embed(rescaled(net, x), x), labels, a.bootstrap, a.seed)
+        if head is not None:  # the network's own identity embedding: GAP @ FC.T, L2-normalised
+            rows["shipped_descriptor"] = score(F.normalize(embed(ship, x) @ head.float().T, dim=1), labels,
+                                               a.bootstrap, a.seed)
         rows["pixels"] = score(pixel_embedding(x), labels, a.bootstrap, a.seed)
         for family in families:  # the spread over seeds
             members = [r for n, r in rows.items() if n.rpartition("_seed")[0] == family]
@@ -281,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         args = sys.argv[1:] if argv is None else argv
         record = {
             "command": "python " + " ".join(shlex.quote(s) for s in [sys.argv[0], *args]),
+            "backbone": f"{find_backbone(a.backbone).name} (pretrained={a.backbone!r}, normalize={normalize!r})",
             "cpu": cpu_model(), "torch": torch.__version__, "threads": a.threads, "wall_s": round(wall, 1),
             "embedding": "global average pool of model.backbone(x), L2-normalised; score = cosine ('centred': "
                          "after removing the set's mean embedding)",

@@ -126,3 +126,25 @@ def test_training_refuses_a_normalisation_the_backbone_was_not_trained_on(tiny_f
     with pytest.raises(ConfigError, match="data.normalize='dlib_rgb'"):
         train(cfg, out=tmp_path / "run")
     assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_dlib_trains_through_the_lan_pipeline(tiny_folder, tmp_path):
+    """The whole training path on dlib's ResNet at its 150 px: guidance fitted on its 2x2 lattice, a model file
+    whose record rebuilds it with dlib's normalisation."""
+    from lanfer.model import load_model
+    from lanfer.train import train
+
+    cfg = config_from_dict({
+        "model": {"name": "lan_dlib_resnet", "num_classes": 3, "pretrained": "dlib", "head_widths": [16, 8, 8]},
+        "data": {"name": "imagefolder", "root": str(tiny_folder), "image_size": 150, "normalize": "dlib_rgb",
+                 "val_split": "test", "test_split": "test", "augment": False},
+        "train": {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 1e-4, "warmup_epochs": 0,
+                  "progress": False},
+        "guidance": {"seeds": 1},
+    })
+    metrics = train(cfg, out=tmp_path / "run")
+    assert 0 <= metrics["accuracy"] <= 1
+    model, info = load_model(tmp_path / "run" / "best.safetensors")
+    assert info.arch == "lan_dlib_resnet" and info.normalize == "dlib_rgb" and info.input_size == 150
+    assert model.backbone.out_channels == 256
+    assert (tmp_path / "run" / "guidance.safetensors").is_file()
