@@ -145,7 +145,8 @@ class DlibResidual(nn.Module):
         return F.relu(out + short)
 
 
-#: (face-api / dlib layer name, output channels, down) of the ResNet's 15 residual blocks, in order
+#: (face-api / dlib layer name, output channels, down) of the ResNet's 14 residual blocks, in order
+#: (the stem and 14 x 2 convolutions: dlib's 29)
 DLIB_RESNET_BLOCKS = (
     ("conv32_1", 32, False), ("conv32_2", 32, False), ("conv32_3", 32, False),
     ("conv64_down", 64, True), ("conv64_1", 64, False), ("conv64_2", 64, False), ("conv64_3", 64, False),
