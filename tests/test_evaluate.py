@@ -113,3 +113,25 @@ def test_eval_tta_flag_from_the_cli_and_the_api(tmp_path, capsys):
         evaluate_checkpoint(ckpt, data="imagefolder", root=str(tmp_path / "data"), tta="both")
     with pytest.raises(SystemExit):
         main(["eval", str(ckpt), "--tta", "both"])
+
+
+def test_eval_takes_a_shipped_models_name_as_its_file(tmp_path):
+    from PIL import Image
+
+    from lanfer.checkpoint import CheckpointError
+    from lanfer.evaluate import evaluate_checkpoint
+    from lanfer.pretrained import find
+
+    shipped = find("lan_resnet18_ferplus")
+    shipped_classes = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+    rng = np.random.default_rng(1)
+    for c in shipped_classes:
+        (tmp_path / "data" / "test" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (112, 112), dtype=np.uint8)).save(tmp_path / "data" / "test" / c / "0.png")
+    kw = dict(data="imagefolder", root=str(tmp_path / "data"), device="cpu", num_workers=0, progress=False,
+              overrides=["data.classes=" + ",".join(shipped_classes)])
+    by_name = evaluate_checkpoint("lan_resnet18_ferplus", **kw)
+    by_file = evaluate_checkpoint(shipped.path, **kw)
+    assert by_name["n"] == 8 and by_name["confusion_matrix"] == by_file["confusion_matrix"]
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate_checkpoint("no_such_model", **kw)

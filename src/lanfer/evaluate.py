@@ -226,9 +226,10 @@ def _open_for_eval(checkpoint, data, root, split, subset, options, overrides, ba
     from .data import EvalPreset, build_dataset_from_config, collate
     from .devices import resolve_device
     from .model import load_model
+    from .pretrained import resolve
 
     device = resolve_device(device)
-    model, info = load_model(checkpoint, device=device)
+    model, info = load_model(resolve(checkpoint), device=device)  # a shipped model's name works as its file
     cfg = data_config_for(info, data, root, options, overrides)
     transform = EvalPreset.from_info(info)  # the preprocessing the model was trained with
     ds = build_dataset_from_config(cfg.data, split, transform=transform, subset=subset or cfg.data.subset)

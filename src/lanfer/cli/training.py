@@ -34,7 +34,7 @@ def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split or pose subset",
                        description="Evaluate a model file. Example: lanfer eval runs/rafdb_lan/best.safetensors "
                                    "--data configs/rafdb_lan.yaml --split test --subset val_raf_db_list_45.txt")
-    p.add_argument("checkpoint", help="a lanfer model file (RUN_DIR/best.safetensors)")
+    p.add_argument("checkpoint", help="a lanfer model file (RUN_DIR/best.safetensors) or a shipped model's name")
     p.add_argument("--data", help="a YAML config whose data section to use, or a dataset name "
                                   "(default: the dataset recorded in the checkpoint)")
     p.add_argument("--root", help="dataset root (overrides the config's data.root)")
