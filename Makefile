@@ -25,7 +25,7 @@ test: install
 # the CPU has (pass 2 leaves OpenBLAS alone, as forcing a core type can ask for instructions the CPU lacks).
 NUMERICS_TESTS := tests/test_guidance.py tests/test_cluster.py tests/test_guidance_distributed.py \
 	tests/test_distributed.py tests/test_hostile_numerics.py tests/test_crash_resume.py tests/test_train.py \
-	tests/test_precision.py tests/test_checkpoint.py tests/test_losses.py
+	tests/test_precision.py tests/test_checkpoint.py tests/test_losses.py tests/test_backbones.py tests/test_dlib_backbone.py
 ifeq ($(shell uname -m),x86_64)
 GENERIC_KERNELS := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 OPENBLAS_CORETYPE=Nehalem \
 	NPY_DISABLE_CPU_FEATURES=X86_V3,X86_V4,AVX512_ICL,AVX512_SPR
