@@ -12,11 +12,12 @@ margin and moved by a vertical shift). This script measures both halves:
     frame, least squares, moving BlazeFace's five points where MTCNN's are, so that a FaceCrop fitted on MTCNN's
     landmarks frames BlazeFace's faces alike), and print the residuals and how BlazeFace's crop sits against
     MTCNN's before and after (in the sample, and fitted on one half and measured on the other).
-``--model FILE|NAME``: FERPlus test accuracy of a model on the dataset's own crops against the full prediction
-    path on the same 48x48 files (detect with ``--detector``, align with the model's FaceCrop, grayscale,
+``--model FILE|NAME``: FERPlus test (``--split``) accuracy of a model on the dataset's own crops against the full
+    prediction path on the same 48x48 files (detect with ``--detector``, align with the model's FaceCrop, grayscale,
     classify), on the faces the detector finds; they should agree within a couple of points, or the crop is wrong.
     Both paths classify at the same operating point (``--prior-tau``, default 0: the plain classifier), so that
-    the difference is the crop's alone.
+    the difference is the crop's alone. ``--split val`` scores the prediction path on validation, to choose
+    between models by how they take a detector's framing (the test split is for the final setting).
 
     python benchmarks/ferplus_crop.py --root PATH/FERPlus --fit
     python benchmarks/ferplus_crop.py --root PATH/FERPlus --fit-detector blazeface --n 2000 --out fit.json
@@ -169,7 +170,7 @@ def fit_detector(root: str, name: str, n: int, seed: int) -> dict:
 
 def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dict | None = None,
             detector: str | None = None, prior_tau: float | None = 0.0, per_file: str | None = None,
-            detector_options: dict | None = None) -> dict:
+            detector_options: dict | None = None, split: str = "test") -> dict:
     from lanfer.calibration import probabilities
     from lanfer.data import EvalPreset, build_dataset
     from lanfer.faces import DEFAULT_DETECTOR, get_detector
@@ -180,7 +181,7 @@ def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dic
     detector = detector or DEFAULT_DETECTOR
     model_path = str(resolve(model_path))  # a shipped model's name or a file
     model, info = load_model(model_path)
-    ds = build_dataset("ferplus", root, "test", transform=EvalPreset.from_info(info))
+    ds = build_dataset("ferplus", root, split, transform=EvalPreset.from_info(info))
     idx = list(range(len(ds)))[:limit]
     # the dataset's own crops
     preds = []
@@ -218,7 +219,7 @@ def compare(root: str, model_path: str, limit: int | None, batch: int, crop: dic
             "faces_found": len(found), "dataset_crop_accuracy_on_found": float(direct[found].mean()),
             "predict_path_accuracy_on_found": float(via.mean()), "predict_seconds": round(dt, 1),
             "crop": p.crop.__dict__, "detector": detector, "detector_options": detector_options or {},
-            "prior_tau": p.prior_tau, "model": model_path}
+            "prior_tau": p.prior_tau, "model": model_path, "split": split}
 
 
 def common(paths: list[str]) -> dict:
@@ -246,7 +247,9 @@ def main() -> None:
                     "landmarks on validation faces (the constants of lanfer.faces.blazeface.MTCNN_CORRECTION)")
     ap.add_argument("--model", help="a FERPlus model file to compare dataset crops with the prediction path")
     ap.add_argument("--n", type=int, default=600, help="validation faces for --fit and --fit-detector (default 600)")
-    ap.add_argument("--limit", type=int, default=None, help="test images for --model (default all)")
+    ap.add_argument("--limit", type=int, default=None, help="images for --model (default all)")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"],
+                    help="with --model: the FERPlus split to compare on (default test; val to choose between models)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", help="with --model: cut faces with this FaceCrop (JSON) instead of the model's")
@@ -281,7 +284,7 @@ def main() -> None:
     if a.model:
         crop = json.loads(a.crop) if a.crop else None
         result = compare(a.root, a.model, a.limit, a.batch, crop, a.detector, a.prior_tau, a.per_file,
-                         json.loads(a.detector_options) if a.detector_options else None)
+                         json.loads(a.detector_options) if a.detector_options else None, a.split)
         result.update(cpu=cpu_model(), torch=torch.__version__, threads=torch.get_num_threads())
         print(json.dumps(result, indent=1))
         if a.out:

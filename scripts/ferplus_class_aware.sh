@@ -3,18 +3,21 @@
 # face-pretrained LAN (BASE, a finished `scripts/ferplus_vggface2.sh` run) for one more epoch, then fits its
 # operating point on validation only (`lanfer calibrate`, majority labels, so every variant is scored alike).
 #   FERPLUS=/path/to/FERPlus BASE=runs/vggface2/lan_s0 OUT=runs/class_aware bash scripts/ferplus_class_aware.sh [train|calibrate|table|all]
-#   VARIANTS="control votes" ... runs a subset. Finished steps are skipped.
+#   VARIANTS="control votes" ... runs a subset; SEED=1 ... another seed of the second stage (default 0, as the
+#   first stage; give it its own OUT). Finished steps are skipped.
 # Variants (one change each against `control`, a plain extra epoch):
 #   votes     cross-entropy to the annotators' vote distribution (data.options.label_mode=votes)
 #   la        Menon et al.'s logit-adjusted loss, tau 1 (loss.logit_adjust=1)
 #   balanced  class-balanced sampling (data.balanced_sampling=true)
 #   cw        inverse-frequency class weights (loss.class_weight=1)
 #   votes_la  votes and la together
+#   wild      augmentation towards photographed faces: wider framing, rotation, blur, sharpening (data.augment=wild)
 set -euo pipefail
 R=${FERPLUS:-data/FERPlus}
 BASE=${BASE:-runs/vggface2/lan_s0}
 OUT=${OUT:-runs/class_aware}
-VARIANTS=${VARIANTS:-control votes la balanced cw votes_la}
+VARIANTS=${VARIANTS:-control votes la balanced cw votes_la wild}
+SEED=${SEED:-0}
 STEP=${1:-all}
 L=${LANFER:-lanfer}
 PY=${PYTHON:-python}
@@ -27,7 +30,8 @@ overrides() {
     balanced) echo "--set data.balanced_sampling=true" ;;
     cw) echo "--set loss.class_weight=1" ;;
     votes_la) echo "--set data.options.label_mode=votes --set loss.logit_adjust=1" ;;
-    *) echo "unknown variant $1 (control, votes, la, balanced, cw, votes_la)" >&2; exit 2 ;;
+    wild) echo "--set data.augment=wild" ;;
+    *) echo "unknown variant $1 (control, votes, la, balanced, cw, votes_la, wild)" >&2; exit 2 ;;
   esac
 }
 train() {
@@ -39,7 +43,7 @@ train() {
     # one epoch at a third of the first stage's peak rate, short warm-up, cosine to zero; the first stage's guidance
     $L train ferplus_vggface2_lan --set data.root=$R --set model.init=$BASE/best.safetensors \
         --set guidance.path=$BASE/guidance.safetensors --set train.epochs=1 --set train.lr=0.0001 \
-        --set train.warmup_epochs=0.1 $extra --out $run
+        --set train.warmup_epochs=0.1 --set seed=$SEED $extra --out $run
   done
 }
 calibrate() {  # the tau table on val under the majority rule (the selection metric), T at the auto tau; from tau -1,

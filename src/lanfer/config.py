@@ -55,7 +55,8 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific (fold, folds, num_classes, ...)
     # Normalisation: "imagenet" (mean/std) or "none" (raw [0,1]; the ijba MS-Celeb-1M model's convention).
     normalize: str = "imagenet"
-    # Training augmentation: true/"full" (flip, small crop/rotation/shift, colour jitter, erasing), "flip"
+    # Training augmentation: true/"full" (flip, small crop/rotation/shift, colour jitter, erasing), "wild"
+    # (wider scale/rotation/shift, blur and low resolution: towards photographed faces unlike FER2013), "flip"
     # (horizontal flip only) or false/"none". Measured on the demo's small synthetic set (README): shifts and
     # crops cost accuracy in short schedules while flips help.
     augment: bool | str = True
@@ -373,7 +374,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return (what or str(error).splitlines()[0]) + where
 
 
-AUGMENT_MODES = ("full", "flip", "none")
+AUGMENT_MODES = ("full", "wild", "flip", "none")
 
 
 def amp_mode(value: bool | str) -> str:

@@ -71,11 +71,16 @@ def _color_ops(color: str) -> list:
 
 class TrainPreset:
     """FER augmentation. ``augment``: ``True``/``"full"`` (horizontal flip, small scale/rotation/translation,
-    colour jitter, random erasing), ``"flip"`` (horizontal flip only) or ``False``/``"none"`` (resize only).
+    colour jitter, random erasing), ``"wild"`` (the same kinds, wider, plus blur and sharpening), ``"flip"``
+    (horizontal flip only) or ``False``/``"none"`` (resize only).
 
     The geometric range of ``"full"`` is small on purpose: faces are already aligned, and large rotations
-    would teach the model poses that alignment removes at test time. ``"flip"`` exists because on small sets
-    with short schedules even small shifts cost accuracy (the demo's measurements, README).
+    would teach the model poses that alignment removes at test time. ``"wild"`` aims at the faces a user
+    photographs rather than the dataset's: a detector frames them looser or tighter and off-centre than
+    FER2013's crops (scale 0.6-1, shifts of 10%, 20 degrees), and they are sharper (a 48 px FER2013 face
+    enlarged to 160 px is soft) or, far from a webcam, blurrier; so it sharpens or blurs some faces. ``"flip"``
+    exists because on small sets with short schedules even small shifts cost accuracy (the demo's
+    measurements, README).
     """
 
     def __init__(self, size: int = 224, normalize: str = "imagenet", augment: bool | str = True,
@@ -91,12 +96,23 @@ class TrainPreset:
                 T.RandomAffine(degrees=10, translate=(0.05, 0.05)),
                 T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2),
             ]
+        elif mode == "wild":
+            # Sharpening and blur are exclusive (one or neither per face); on uint8 pixels, before scaling.
+            ops += [
+                T.RandomResizedCrop((size, size), scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+                T.RandomHorizontalFlip(),
+                T.RandomAffine(degrees=20, translate=(0.1, 0.1)),
+                T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2),
+                T.RandomChoice([T.RandomAdjustSharpness(3.0, p=1.0),
+                                T.GaussianBlur(5, sigma=(0.3, 1.5)),
+                                T.Identity()], p=[0.3, 0.2, 0.5]),
+            ]
         else:
             ops += [T.Resize((size, size), antialias=True)]
             if mode == "flip":
                 ops += [T.RandomHorizontalFlip()]
         ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
-        if mode == "full" and erasing > 0:
+        if mode in ("full", "wild") and erasing > 0:
             ops += [T.RandomErasing(p=erasing, scale=(0.02, 0.2))]
         self.transform = T.Compose(ops)
 
