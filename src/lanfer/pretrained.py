@@ -37,6 +37,11 @@ class Shipped:
 
 #: Every shipped model; the first is the default of ``lanfer predict`` and ``Predictor.from_pretrained()``.
 SHIPPED: tuple[Shipped, ...] = (
+    Shipped(name="lan_mobilenet_vggface2_ferplus_balanced", arch="lan_mobilenet_vggface2", tag="ferplus_balanced",
+            filename="lan_mobilenet_vggface2_ferplus_balanced.safetensors",
+            summary="LAN on HSE's VGGFace2 face-identification MobileNet, trained on FERPlus and then one epoch "
+                    "with class-balanced sampling, 8 classes, 160 px grayscale, class-prior operating point and "
+                    "temperature fitted on validation"),
     Shipped(name="lan_mobilenet_vggface2_ferplus", arch="lan_mobilenet_vggface2", tag="ferplus",
             filename="lan_mobilenet_vggface2_ferplus.safetensors",
             summary="LAN on HSE's VGGFace2 face-identification MobileNet, trained on FERPlus, 8 classes, 160 px "
