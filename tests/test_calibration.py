@@ -229,7 +229,7 @@ def test_onnx_graph_and_runner_apply_the_operating_point_once(ckpt, crops, tmp_p
     assert np.allclose(logits, [BIAS] * 2, atol=1e-5) and np.allclose(probs, [hand()] * 2, atol=1e-5)
     info = Predictor.from_onnx(tmp_path / "cal.onnx", detector=None).info  # the fields travel in metadata_props
     assert (info.temperature, info.class_prior, info.prior_tau) == (T, PRIOR, TAU)
-    for tau, want in ((None, hand()), (0.0, hand(tau=0.0))):
+    for tau, want in ((None, hand()), (0.0, hand(tau=0.0)), (-0.5, hand(tau=-0.5))):  # the default ships at -0.5
         p = Predictor.from_onnx(tmp_path / "cal.onnx", detector=None, prior_tau=tau)
         got = p.predict(crops, detect=False, progress=False)[[f"prob_{c}" for c in CLASSES]].to_numpy(dtype=float)
         assert np.allclose(got, [want] * len(crops), atol=1e-5)
