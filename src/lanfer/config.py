@@ -56,7 +56,7 @@ class DataConfig:
     # Normalisation: "imagenet" (mean/std) or "none" (raw [0,1]; the ijba MS-Celeb-1M model's convention).
     normalize: str = "imagenet"
     # Training augmentation: true/"full" (flip, small crop/rotation/shift, colour jitter, erasing), "wild"
-    # (wider scale/rotation/shift, blur and low resolution: towards photographed faces unlike FER2013), "flip"
+    # (wider scale/rotation/shift, blur or sharpening: towards photographed faces unlike FER2013), "flip"
     # (horizontal flip only) or false/"none". Measured on the demo's small synthetic set (README): shifts and
     # crops cost accuracy in short schedules while flips help.
     augment: bool | str = True
