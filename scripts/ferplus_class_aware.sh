@@ -12,6 +12,10 @@
 #   cw        inverse-frequency class weights (loss.class_weight=1)
 #   votes_la  votes and la together
 #   wild      augmentation towards photographed faces: wider framing, rotation, blur, sharpening (data.augment=wild)
+# Variants of `balanced` (one change each against it; session 8, aimed at contempt's recall):
+#   balanced2       two epochs instead of one (train.epochs=2)
+#   balanced_votes  balanced sampling (on the votes' arg-max) with cross-entropy to the vote distribution
+#   balanced_hi     the first stage's peak rate, 3e-4, instead of 1e-4
 set -euo pipefail
 R=${FERPLUS:-data/FERPlus}
 BASE=${BASE:-runs/vggface2/lan_s0}
@@ -31,7 +35,11 @@ overrides() {
     cw) echo "--set loss.class_weight=1" ;;
     votes_la) echo "--set data.options.label_mode=votes --set loss.logit_adjust=1" ;;
     wild) echo "--set data.augment=wild" ;;
-    *) echo "unknown variant $1 (control, votes, la, balanced, cw, votes_la, wild)" >&2; exit 2 ;;
+    balanced2) echo "--set data.balanced_sampling=true --set train.epochs=2" ;;
+    balanced_votes) echo "--set data.balanced_sampling=true --set data.options.label_mode=votes" ;;
+    balanced_hi) echo "--set data.balanced_sampling=true --set train.lr=0.0003" ;;
+    *) echo "unknown variant $1 (control, votes, la, balanced, cw, votes_la, wild, balanced2, balanced_votes," \
+         "balanced_hi)" >&2; exit 2 ;;
   esac
 }
 train() {
