@@ -16,6 +16,8 @@
 #   balanced2       two epochs instead of one (train.epochs=2)
 #   balanced_votes  balanced sampling (on the votes' arg-max) with cross-entropy to the vote distribution
 #   balanced_hi     the first stage's peak rate, 3e-4, instead of 1e-4
+#   balanced_distill  balanced sampling, each label mixed half-and-half with the soft targets of a teachers' file
+#                   (loss.distill=$TEACHER, made by scripts/teacher_targets.py from the balanced models above)
 set -euo pipefail
 R=${FERPLUS:-data/FERPlus}
 BASE=${BASE:-runs/vggface2/lan_s0}
@@ -38,8 +40,9 @@ overrides() {
     balanced2) echo "--set data.balanced_sampling=true --set train.epochs=2" ;;
     balanced_votes) echo "--set data.balanced_sampling=true --set data.options.label_mode=votes" ;;
     balanced_hi) echo "--set data.balanced_sampling=true --set train.lr=0.0003" ;;
+    balanced_distill) echo "--set data.balanced_sampling=true --set loss.distill=${TEACHER:?set TEACHER=FILE.npz}" ;;
     *) echo "unknown variant $1 (control, votes, la, balanced, cw, votes_la, wild, balanced2, balanced_votes," \
-         "balanced_hi)" >&2; exit 2 ;;
+         "balanced_hi, balanced_distill)" >&2; exit 2 ;;
   esac
 }
 train() {

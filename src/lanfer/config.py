@@ -93,6 +93,10 @@ class LossConfig:
     # Class-aware CE (issue 22; lanfer.losses.class_balance_terms), from the training split's class frequencies:
     logit_adjust: float = 0.0  # tau of Menon et al. 2021's logit-adjusted loss: CE(logits + tau*log prior); 1 = balanced
     class_weight: float = 0.0  # exponent p of the per-class CE weight prior**-p (1 = inverse frequency)
+    # Offline distillation (lanfer.distill): a teachers' soft-targets file (scripts/teacher_targets.py) mixed into
+    # each training label as (1 - w) * label + w * teacher, w = distill_weight; None = off.
+    distill: str | None = None
+    distill_weight: float = 0.5
 
 
 @dataclass
@@ -447,6 +451,9 @@ def validate(cfg: Config) -> None:
     for key in ("logit_adjust", "class_weight"):
         if not 0 <= getattr(cfg.loss, key) <= 4:
             raise ConfigError(f"loss.{key}={getattr(cfg.loss, key)} must be in [0, 4] (0 = off, 1 = fully balanced)")
+    if not 0 < cfg.loss.distill_weight <= 1:
+        raise ConfigError(f"loss.distill_weight={cfg.loss.distill_weight} must be in (0, 1] (the teachers' share of "
+                          "each training target; up to 0.5 the face's own label stays the arg-max)")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr={cfg.train.lr} must be positive")
     if cfg.train.epochs < 0:

@@ -21,6 +21,10 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     train_tf = TrainPreset(d.image_size, d.normalize, augment=d.augment, color=d.color)
     eval_tf = EvalPreset(d.image_size, d.normalize, d.color)
     out = {"train": build_dataset_from_config(d, d.train_split, transform=train_tf)}
+    if cfg.loss.distill:  # the teachers' soft targets, mixed in before anything reads the labels (sampler, prior)
+        from ..distill import load_targets, mix_targets
+
+        mix_targets(out["train"], load_targets(cfg.loss.distill), cfg.loss.distill_weight, d.root)
     # The guidance fit reads the training images without augmentation: same samples, another transform
     # (a shallow copy, so large indexes such as AffectNet's are built once).
     out["train_plain"] = copy.copy(out["train"])
