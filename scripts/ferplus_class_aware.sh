@@ -18,6 +18,8 @@
 #   balanced_hi     the first stage's peak rate, 3e-4, instead of 1e-4
 #   balanced_distill  balanced sampling, each label mixed half-and-half with the soft targets of a teachers' file
 #                   (loss.distill=$TEACHER, made by scripts/teacher_targets.py from the balanced models above)
+#   balanced_distill9 the same with the teachers' share at 0.9 (loss.distill_weight=0.9; balanced sampling then
+#                   draws on the mixture's arg-max, mostly the teachers')
 set -euo pipefail
 R=${FERPLUS:-data/FERPlus}
 BASE=${BASE:-runs/vggface2/lan_s0}
@@ -41,8 +43,10 @@ overrides() {
     balanced_votes) echo "--set data.balanced_sampling=true --set data.options.label_mode=votes" ;;
     balanced_hi) echo "--set data.balanced_sampling=true --set train.lr=0.0003" ;;
     balanced_distill) echo "--set data.balanced_sampling=true --set loss.distill=${TEACHER:?set TEACHER=FILE.npz}" ;;
+    balanced_distill9) echo "--set data.balanced_sampling=true --set loss.distill=${TEACHER:?set TEACHER=FILE.npz}" \
+        "--set loss.distill_weight=0.9" ;;
     *) echo "unknown variant $1 (control, votes, la, balanced, cw, votes_la, wild, balanced2, balanced_votes," \
-         "balanced_hi, balanced_distill)" >&2; exit 2 ;;
+         "balanced_hi, balanced_distill, balanced_distill9)" >&2; exit 2 ;;
   esac
 }
 train() {
