@@ -55,10 +55,11 @@ train() {
     extra=$(overrides $v)
     [ -f $run/metrics.json ] && continue
     [ -f $run/last.ckpt ] && extra="$extra --resume"
-    # one epoch at a third of the first stage's peak rate, short warm-up, cosine to zero; the first stage's guidance
+    # one epoch at a third of the first stage's peak rate, short warm-up, cosine to zero; the first stage's guidance.
+    # A selection run: no test score at the end (train.final_test=false; runs before session 8 have one, unused)
     $L train ferplus_vggface2_lan --set data.root=$R --set model.init=$BASE/best.safetensors \
         --set guidance.path=$BASE/guidance.safetensors --set train.epochs=1 --set train.lr=0.0001 \
-        --set train.warmup_epochs=0.1 --set seed=$SEED $extra --out $run
+        --set train.warmup_epochs=0.1 --set train.final_test=false --set seed=$SEED $extra --out $run
   done
 }
 calibrate() {  # the tau table on val under the majority rule (the selection metric), T at the auto tau; from tau -1,

@@ -88,6 +88,9 @@ def test_ablate_refuses_the_baseline_and_bad_fusions(tiny_folder, tmp_path):
         run_ablation(_config(tiny_folder, tmp_path, "resnet18"), [0.5], ["add"], 1, tmp_path / "o")
     with pytest.raises(ConfigError, match="--fusion"):
         run_ablation(_config(tiny_folder, tmp_path), [0.5], ["sum"], 1, tmp_path / "o")
+    with pytest.raises(ConfigError, match="final_test is false"):
+        run_ablation(_config(tiny_folder, tmp_path), [0.5], ["add"], 1, tmp_path / "o",
+                     overrides=["train.final_test=false"])
 
 
 def test_ablate_evaluates_every_cell_on_each_subset(tiny_folder, tmp_path, capsys):

@@ -153,3 +153,30 @@ def test_cross_validation_aggregates_folds(tmp_path):
     assert set(s["by"]["view"]) == {"FL", "HL", "S", "HR", "FR"}
     again = cross_validate(cfg, folds=2, out=tmp_path / "cv")  # finished folds are reused
     assert again["accuracy_per_fold"] == s["accuracy_per_fold"]
+
+
+def test_final_test_false_never_scores_the_test_split(tiny_folder, tmp_path, monkeypatch):
+    """A selection run (train.final_test=false): no test evaluation at all, but a metrics.json that marks the run
+    finished with its best validation score (the FERPlus scripts skip finished runs by that file)."""
+    import lanfer.train.run as run_module
+
+    def no_test(*args, **kwargs):
+        raise AssertionError("the test split was evaluated")
+
+    monkeypatch.setattr(run_module, "evaluate", no_test)
+    out = tmp_path / "sel"
+    metrics = train(_cfg(tiny_folder, **{"train.epochs": 1, "train.final_test": False}), out=out)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics and "accuracy" not in saved and saved["split"] is None
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert saved["best_val_accuracy"] == pytest.approx(log[-1]["best"])
+    assert (out / "best.safetensors").is_file()
+    # shipping such a run records its validation score and no test score (not an empty one)
+    from lanfer.checkpoint import read_model_info
+    from lanfer.ship import ship
+
+    shipped = read_model_info(ship(out, tmp_path / "sel.safetensors"))
+    assert "test" not in shipped.metrics and shipped.metrics["val"]["accuracy"] == pytest.approx(log[-1]["best"])
+    # the default still scores it (the spy above would fail it)
+    with pytest.raises(AssertionError, match="test split was evaluated"):
+        train(_cfg(tiny_folder, **{"train.epochs": 1}), out=tmp_path / "default")

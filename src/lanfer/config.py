@@ -140,6 +140,10 @@ class TrainConfig:
     log_every: int = 20
     tensorboard: bool = False
     progress: bool = True
+    # Evaluate best.safetensors on data.test_split when training ends (metrics.json). false: a run meant for
+    # selection that never scores the test split; its metrics.json then only marks the run finished, with the
+    # best validation score (the scripts skip a finished run by that file).
+    final_test: bool = True
 
 
 @dataclass

@@ -60,8 +60,9 @@ def ship(run: str | Path, out: str | Path, evals: dict[str, str | Path] | None =
                 metrics["val"] = {"accuracy": best["val_accuracy"],
                                   "mean_class_accuracy": best.get("val_mean_class_accuracy"),
                                   "epoch": best["epoch"]}
-        if (run / "metrics.json").is_file():
-            metrics["test"] = _summary(run / "metrics.json")
+        test = _summary(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+        if "accuracy" in test:  # a selection run's metrics.json (train.final_test=false) holds no test score
+            metrics["test"] = test
     for name, path in (evals or {}).items():
         if not Path(path).is_file():
             raise CheckpointError(f"evaluation {name}={path}: no such metrics file (write it with lanfer eval --out)")

@@ -47,6 +47,9 @@ def run_ablation(config: str | Path, alphas: Sequence[float], fusions: Sequence[
     bad = [f for f in fusions if f not in FUSIONS]
     if bad or not fusions:
         raise ConfigError(f"--fusion {','.join(fusions)}: use one or more of {', '.join(FUSIONS)}")
+    if not base.train.final_test:
+        raise ConfigError(f"{config}: train.final_test is false, but the ablation table is each cell's test score; "
+                          "drop the override (or set train.final_test=true)")
     if not alphas or any(a < 0 for a in alphas):
         raise ConfigError(f"--alpha {alphas}: give one or more non-negative weights")
     if seeds < 1:

@@ -256,7 +256,12 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = False, prog
     if not (out / "best.safetensors").is_file() and dist.is_main():
         save_model(out / "best.safetensors", model, model_info(cfg, classes))
     metrics: dict[str, Any] = {}
-    if "test" in data and dist.is_main():
+    if "test" in data and dist.is_main() and not cfg.train.final_test:
+        metrics = {"split": None, "test": "not evaluated (train.final_test=false)",
+                   "best_val_accuracy": best if "val" in data else None, "run": str(out)}
+        write_metrics(metrics, out / "metrics.json")
+        log("test split not evaluated (train.final_test=false); metrics.json marks the run finished")
+    elif "test" in data and dist.is_main():
         from safetensors.torch import load_file
 
         load_state(model, load_file(str(out / "best.safetensors")), where=str(out / "best.safetensors"))
