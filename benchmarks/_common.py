@@ -8,12 +8,15 @@ The CPU model, whether it has the bfloat16 instructions (``amx_bf16``, ``avx512_
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+from lanfer.io import atomic_write
 from lanfer.precision import cpu_info
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -35,6 +38,12 @@ def cpu_flags() -> set[str]:
     """The CPU feature flags (empty where /proc/cpuinfo has none, e.g. macOS): the same reading that
     ``train.amp: auto`` decides by (``lanfer.precision.cpu_info``)."""
     return set(cpu_info()[1])
+
+
+def write_record(path, record) -> Path:
+    """A benchmark's JSON record at ``path`` (its folder made), whole or not at all (lanfer's atomic writer)."""
+    text = json.dumps(record, indent=2) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def usable_cpus() -> int:

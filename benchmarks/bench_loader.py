@@ -9,7 +9,6 @@ the evaluation and the training preset. Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from _common import machine_header
+from _common import machine_header, write_record
 
 from lanfer.config import config_from_dict
 from lanfer.data import EvalPreset, TrainPreset, build_dataset, collate
@@ -104,8 +103,7 @@ def main(argv=None) -> dict:
                                         "speedup": cache / jpeg})
                 print(f"{name:<6} {w:>7} {jpeg:>11.0f} {cache:>12.0f} {cache / jpeg:>8.2f}x")
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(results, indent=2))
+        write_record(a.out, results)
     return results
 
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import machine_header
+from _common import machine_header, write_record
 
 from lanfer.data import build_dataset
 from lanfer.data.synth import generate
@@ -62,8 +62,7 @@ def main() -> None:
     }
     print(json.dumps(res, indent=2))
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=2))
+        write_record(a.out, res)
 
 
 if __name__ == "__main__":

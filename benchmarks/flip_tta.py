@@ -11,7 +11,6 @@ the README quotes this file. Prints the CPU model, as every benchmark here does.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, write_record  # noqa: E402
 
 from lanfer.analysis.compare import bootstrap_diff, mcnemar_exact  # noqa: E402
 from lanfer.calibration import probabilities  # noqa: E402
@@ -76,8 +75,7 @@ def main(argv=None) -> dict:
     rec = {"model": str(a.model), "split": a.split, "n": int(len(t)), "cpu": cpu_model(),
            "threads": torch.get_num_threads(), "seconds_both_views": round(seconds, 1), "taus": rows}
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(rec, indent=2))
+        write_record(a.out, rec)
     return rec
 
 

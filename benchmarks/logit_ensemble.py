@@ -14,7 +14,6 @@ smallest tau at which every class reaches ``--floor`` recall and the accuracy th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,23 +22,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, write_record  # noqa: E402
 from flip_tta import score  # noqa: E402
 
-from lanfer.evaluate import _open_for_eval  # noqa: E402
+from lanfer.evaluate import _open_for_eval, loader_logits  # noqa: E402
 
 
 def member_logits(path: str, root: str, split: str, batch_size: int):
     """(targets (N,), logits (N, K), info) of one model file on the split, majority labels."""
-    model, info, _, _, loader, _ = _open_for_eval(path, None, root, split, None, {"label_mode": "majority"}, None,
-                                                  batch_size, "cpu", 0)
-    model.eval()
-    targets, logits = [], []
-    with torch.no_grad():
-        for images, labels, _ in loader:
-            logits.append(model(images.contiguous(memory_format=torch.channels_last)).float())  # (B, K)
-            targets.append(labels if labels.ndim == 1 else labels.argmax(dim=1))
-    return torch.cat(targets).numpy(), torch.cat(logits).numpy(), info
+    model, info, _, _, loader, device = _open_for_eval(path, None, root, split, None, {"label_mode": "majority"},
+                                                       None, batch_size, "cpu", 0)
+    targets, logits, _ = loader_logits(model, loader, device, channels_last=True)
+    return targets, logits, info
 
 
 def operating_point(rows: list[dict], floor: float) -> dict | None:
@@ -93,8 +87,7 @@ def main(argv=None) -> dict:
            "threads": torch.get_num_threads(), "seconds_all_members": round(seconds, 1), "floor": a.floor,
            "results": report}
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(rec, indent=2))
+        write_record(a.out, rec)
     return rec
 
 

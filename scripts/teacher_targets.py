@@ -32,17 +32,11 @@ def main(argv=None) -> Path:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", required=True, help="the .npz to write")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     print(f"cpu: {cpu_model()}, threads {torch.get_num_threads()}; {len(a.models)} teacher(s)", flush=True)
     t0 = time.perf_counter()
-    last = [0.0]
-
-    def progress(t: int, done: int) -> None:
-        if time.perf_counter() - last[0] > 30:
-            last[0] = time.perf_counter()
-            print(f"  teacher {t + 1}/{len(a.models)}: {done} faces", flush=True)
-
-    targets = teacher_targets(a.models, a.root, a.split, a.batch_size, a.device, progress=progress)
+    targets = teacher_targets(a.models, a.root, a.split, a.batch_size, a.device, progress=not a.no_progress)
     path = save_targets(targets, a.out)
     counts = np.bincount(targets["probs"].argmax(axis=1), minlength=len(targets["classes"]))
     print(f"wrote {path}: {len(targets['keys'])} faces x {len(targets['classes'])} classes in "

@@ -85,3 +85,20 @@ def test_shipped_model_says_happiness_where_all_ten_voters_did():
                 break
     table = Predictor.from_pretrained(device="cpu", detector=None).predict(picks, detect=False, progress=False)
     assert list(table["label"]) == ["happiness"] * len(picks)
+
+
+def test_models_on_a_shipped_backbone_record_its_origin_and_licence():
+    """A model trained from a shipped backbone is made of two things with their own terms: the record names both,
+    the backbone's as its own file states them (and training writes the same string: model_info)."""
+    from lanfer.config import load_config
+    from lanfer.train.run import model_info
+
+    backbone = pretrained.backbone_record("hse_mobilenet_vggface2")
+    for name in ("lan_mobilenet_vggface2_ferplus_balanced", "lan_mobilenet_vggface2_ferplus"):
+        terms = read_model_info(pretrained.find(name).path).license
+        assert terms.startswith("FERPlus labels: MIT (Microsoft)")
+        assert backbone["license"] in terms and backbone["source"] in terms and backbone["original"] in terms
+    cfg = load_config("ferplus_vggface2_lan")
+    assert model_info(cfg, ["a", "b"]).license == terms
+    assert pretrained.license_with_backbone("data terms", None) == "data terms"
+    assert pretrained.license_with_backbone(None, None) is None

@@ -41,13 +41,12 @@ def face_key(path: str, root: str | Path | None) -> str:
 
 
 def teacher_targets(models: Sequence[str], root: str, split: str = "train", batch_size: int = 64,
-                    device: str = "cpu", options: dict | None = None, progress=None) -> dict:
+                    device: str = "cpu", options: dict | None = None, progress: bool = False) -> dict:
     """Soft targets of the mean of ``models``' logits on a split: ``{"keys", "probs" (N, K), "classes", "models"}``.
 
     Every teacher must have the same classes and see the same faces in the same order (the split read under
-    ``options``, default the majority rule, which is what training reads). ``progress`` is called with
-    ``(teacher index, faces done)`` when given."""
-    from .evaluate import _open_for_eval
+    ``options``, default the majority rule, which is what training reads)."""
+    from .evaluate import _open_for_eval, loader_logits
 
     if len(models) < 1:
         raise ValueError("teacher_targets: give at least one teacher model file")
@@ -55,27 +54,19 @@ def teacher_targets(models: Sequence[str], root: str, split: str = "train", batc
     keys: list[str] | None = None
     classes: list[str] | None = None
     total = None
-    for t, m in enumerate(models):
-        model, info, cfg, ds, loader, dev = _open_for_eval(m, None, root, split, None, opts, None, batch_size,
-                                                            device, 0)
+    for m in models:
+        model, info, cfg, _, loader, dev = _open_for_eval(m, None, root, split, None, opts, None, batch_size,
+                                                          device, 0)
         if classes is not None and list(info.classes) != classes:
             raise ValueError(f"{m}: classes {list(info.classes)} differ from {models[0]}'s {classes}")
         classes = list(info.classes)
-        model.eval()
-        these, chunks = [], []
-        with torch.no_grad():
-            for images, _, metas in loader:
-                x = images.to(dev).contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
-                chunks.append(model(x).float().cpu())  # (B, K)
-                these += [face_key(meta["path"], cfg.data.root) for meta in metas]
-                if progress is not None:
-                    progress(t, len(these))
+        _, z, metas = loader_logits(model, loader, dev, channels_last=True, progress=progress)  # z (N, K)
+        these = [face_key(meta["path"], cfg.data.root) for meta in metas]
         if keys is not None and these != keys:
             raise ValueError(f"{m}: its faces differ from {models[0]}'s (another split, root or label rule)")
         keys = these
-        z = torch.cat(chunks)  # (N, K)
         total = z if total is None else total + z
-    mean = total / len(models)  # (N, K)
+    mean = torch.from_numpy(total / len(models))  # (N, K)
     return {"keys": keys, "probs": mean.softmax(dim=1).numpy().astype(np.float32), "classes": classes,
             "models": [str(m) for m in models]}
 
@@ -126,20 +117,21 @@ def mix_targets(dataset, targets: dict, weight: float, root: str | Path | None) 
     if targets["classes"] != classes:
         raise DataError(f"teacher targets are over classes {targets['classes']} but the training data has {classes}")
     row = {k: i for i, k in enumerate(targets["keys"])}
-    missing = [s.path for s in dataset.samples if face_key(s.path, root) not in row]
+    keys = [face_key(s.path, root) for s in dataset.samples]
+    missing = [s.path for s, key in zip(dataset.samples, keys) if key not in row]
     if missing:
         raise DataError(f"the teacher targets file holds no row for {len(missing)} of the {len(dataset.samples)} "
                         f"training faces (e.g. {', '.join(missing[:3])}); make it from the same dataset root, "
                         "split and label rule as this run's training data")
     k = len(classes)
     mixed = []
-    for s in dataset.samples:
+    for s, key in zip(dataset.samples, keys):
         y = np.zeros(k, np.float32)
         if isinstance(s.label, int):
             y[s.label] = 1.0
         else:
             y[:] = np.asarray(s.label, np.float32)
-        p = targets["probs"][row[face_key(s.path, root)]]
+        p = targets["probs"][row[key]]
         mixed.append(dataclasses.replace(s, label=((1 - weight) * y + weight * p).tolist()))
     dataset.samples = mixed
     return len(mixed)

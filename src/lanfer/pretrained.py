@@ -116,6 +116,17 @@ def backbone_record(name: str) -> dict:
         return decode_metadata(f.metadata() or {})
 
 
+def license_with_backbone(data_license: str | None, pretrained: str | None) -> str | None:
+    """A trained model's terms: its training data's, plus, when it started from a shipped backbone, that backbone's
+    licence and origin as its file records them (a model file is made of both)."""
+    parts = [data_license] if data_license else []
+    if is_backbone_tag(pretrained):
+        b = find_backbone(str(pretrained))
+        rec = backbone_record(b.name)
+        parts.append(f"backbone {b.name}: {rec['license']} (ported from {rec['source']}; original {rec['original']})")
+    return "; ".join(parts) or None
+
+
 def available() -> list[str]:
     """Names of the shipped models whose file is present in this installation."""
     return [s.name for s in SHIPPED if s.path.is_file()]

@@ -87,10 +87,7 @@ def record_evaluations(path: str | Path, evals: dict[str, str | Path], replace: 
     user gets, and this puts them in the record (``lanfer models``, the card). ``replace`` drops the old
     summaries first; otherwise same-named entries are overwritten and the rest kept.
     """
-    from safetensors.torch import save_file
-
-    from .checkpoint import read_model_info, read_weights
-    from .io import atomic_write
+    from .checkpoint import read_model_info
 
     path = Path(path)
     info = read_model_info(path)
@@ -99,7 +96,23 @@ def record_evaluations(path: str | Path, evals: dict[str, str | Path], replace: 
         if not Path(m).is_file():
             raise CheckpointError(f"evaluation {name}={m}: no such metrics file (write it with lanfer eval --out)")
         metrics[name] = _summary(Path(m))
-    info = dataclasses.replace(info, metrics=metrics)
-    state = read_weights(path)  # stored dtypes kept (float16 stays float16)
+    return _rewrite_record(path, dataclasses.replace(info, metrics=metrics))
+
+
+def record_license(path: str | Path, license: str | None) -> Path:
+    """Set a model file's ``license`` (its ingredients' terms), in place, weights untouched."""
+    from .checkpoint import read_model_info
+
+    return _rewrite_record(Path(path), dataclasses.replace(read_model_info(path), license=license))
+
+
+def _rewrite_record(path: Path, info) -> Path:
+    """Write ``info`` as ``path``'s record; the tensors are copied as stored (float16 stays float16)."""
+    from safetensors.torch import save_file
+
+    from .checkpoint import read_weights
+    from .io import atomic_write
+
+    state = read_weights(path)
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=info.to_metadata()))
     return path

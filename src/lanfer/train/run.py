@@ -24,6 +24,7 @@ from ..info import LAN_NAMES
 from ..losses import class_balance_terms
 from ..model import create_model, model_kwargs_from_config
 from ..precision import grad_scaler, resolve_precision
+from ..pretrained import license_with_backbone
 from .loaders import build_datasets, make_loader
 from .optim import build_optimizer, lr_lambda
 from .resume import _drop_log_past, check_resume_config
@@ -36,7 +37,8 @@ def model_info(cfg: Config, classes: list[str], command: str | None = None) -> M
     return ModelInfo(arch=cfg.model.name, classes=list(classes), input_size=d.image_size, normalize=d.normalize,
                      color=d.color, fusion=cfg.model.fusion, head_widths=list(cfg.model.head_widths),
                      dropout=cfg.model.dropout, crop=FaceCrop(**d.crop),
-                     data={"name": d.name, "root": d.root, "options": d.options}, license=d.license,
+                     data={"name": d.name, "root": d.root, "options": d.options},
+                     license=license_with_backbone(d.license, cfg.model.pretrained),
                      command=command or _command_line(),
                      extra={"seed": cfg.seed, "alpha": cfg.loss.alpha, "guidance_source": cfg.guidance.source})
 
